@@ -1,0 +1,1 @@
+"""regen-sync: "data fixed" events on Kafka → Zuora / SoftwareOne regeneration → outcome events."""

@@ -1,0 +1,170 @@
+"""Wiring: settings in, a runnable FastStream application out. The only module that knows
+every part; errors in the assembly surface here, before anything connects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import make_asgi_app
+
+from service.config import Settings, UpstreamHttpSettings
+from service.domain import RegenerationFailed, RegenerationSucceeded, Upstream
+from service.kafka import (
+    Dispatcher,
+    Intake,
+    KafkaResultSink,
+    OffsetTracker,
+    aiokafka_connection_options,
+    kafka_security,
+)
+from service.observability import Metrics
+from service.processing import EventProcessor
+from service.regeneration import Regenerator
+from service.upstream import SoftwareOneClient, ZuoraClient, ZuoraTokens
+
+APP_TITLE = "regen-sync"
+
+
+def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastStream:
+    metrics = metrics or Metrics()
+    broker = KafkaBroker(
+        settings.kafka.bootstrap_server_list,
+        security=kafka_security(settings.kafka),
+        client_id=settings.kafka.client_id,
+        enable_idempotence=settings.kafka.enable_idempotence,
+        acks="all",
+        middlewares=[
+            KafkaPrometheusMiddleware(
+                registry=metrics.registry, app_name=APP_TITLE, metrics_prefix="regen_faststream"
+            )
+        ],
+    )
+    succeeded = broker.publisher(
+        settings.topics.succeeded,
+        title="regeneration.succeeded",
+        description="One event per input event whose regeneration succeeded.",
+        schema=RegenerationSucceeded,
+    )
+    failed = broker.publisher(
+        settings.topics.failed,
+        title="regeneration.failed",
+        description="One event per input event that did not succeed (also dead-lettered).",
+        schema=RegenerationFailed,
+    )
+    sink = KafkaResultSink(
+        succeeded,
+        failed,
+        settings.topics.dead_letter,
+        producer_options=aiokafka_connection_options(settings.kafka)
+        | {"acks": "all", "enable_idempotence": settings.kafka.enable_idempotence},
+    )
+
+    zuora_http = _http_client(settings.zuora, settings.processing.concurrency)
+    softwareone_http = _http_client(settings.softwareone, settings.processing.concurrency)
+    zuora_tokens = ZuoraTokens(settings.zuora, zuora_http, metrics)
+    regenerator = Regenerator(
+        {
+            Upstream.ZUORA: ZuoraClient(settings.zuora, zuora_http, zuora_tokens, metrics),
+            Upstream.SOFTWAREONE: SoftwareOneClient(
+                settings.softwareone, softwareone_http, metrics
+            ),
+        },
+        settings.processing,
+        metrics,
+    )
+    processor = EventProcessor(
+        regenerator,
+        sink,
+        metrics,
+        event_source=settings.event_source,
+        max_event_bytes=settings.processing.max_event_bytes,
+    )
+    tracker = OffsetTracker()
+    intake = Intake(
+        processor,
+        Dispatcher(
+            tracker,
+            metrics,
+            max_in_flight=settings.processing.max_in_flight,
+            concurrency=settings.processing.concurrency,
+        ),
+        tracker,
+        metrics,
+        commit_interval_seconds=settings.processing.commit_interval_seconds,
+    )
+    subscriber = broker.subscriber(
+        settings.topics.input,
+        group_id=settings.kafka.group_id,
+        auto_offset_reset=settings.kafka.auto_offset_reset,
+        ack_policy=AckPolicy.MANUAL,
+        listener=intake.rebalance_listener(),
+        # A record may be up to max_event_bytes; fetch sizes must let it through.
+        max_partition_fetch_bytes=max(1024 * 1024, settings.processing.max_event_bytes + 4096),
+        title="data fixed events",
+        description="CloudEvents 1.0 (structured JSON): billing.document.fixed, booking.fixed, "
+        "account.charges.fixed, journal.fixed.",
+    )
+
+    @subscriber
+    async def on_data_fixed(message: KafkaMessage) -> None:
+        await intake.on_message(message)
+
+    intake.attach(subscriber)
+
+    async def start_clients() -> None:
+        await sink.start()
+
+    async def after_start() -> None:
+        intake.start_committing()
+
+    async def stop_gracefully() -> None:
+        await intake.stop(settings.processing.shutdown_grace_seconds)
+        await sink.stop()
+        await zuora_http.aclose()
+        await softwareone_http.aclose()
+
+    @get(include_in_schema=False)
+    async def live(scope: Any) -> AsgiResponse:
+        # Liveness never touches Kafka: a broker outage must not get the pod restarted.
+        return _json(200, {"status": "alive"})
+
+    @get(include_in_schema=False)
+    async def ready(scope: Any) -> AsgiResponse:
+        consuming = subscriber.consumer is not None
+        broker_reachable = await broker.ping(timeout=2.0)
+        status = 200 if consuming and broker_reachable else 503
+        return _json(status, {"consuming": consuming, "brokerReachable": broker_reachable})
+
+    return AsgiFastStream(
+        broker,
+        asgi_routes=[
+            ("/metrics", make_asgi_app(metrics.registry)),
+            ("/health/live", live),
+            ("/health/ready", ready),
+        ],
+        on_startup=[start_clients],
+        after_startup=[after_start],
+        on_shutdown=[stop_gracefully],
+    )
+
+
+def _http_client(settings: UpstreamHttpSettings, concurrency: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=settings.timeout_seconds,
+        verify=settings.verify_tls,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        headers={"Accept": "application/json", "User-Agent": "regen-sync"},
+    )
+
+
+def _json(status: int, body: dict[str, Any]) -> AsgiResponse:
+    return AsgiResponse(
+        json.dumps(body).encode(), status, headers={"content-type": "application/json"}
+    )

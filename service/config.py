@@ -1,0 +1,279 @@
+"""All configuration of regen-sync, read once at start-up from the environment.
+
+Every setting is an environment variable with the prefix ``REGEN_`` and ``__`` between a
+section and its field (``REGEN_ZUORA__CLIENT_SECRET``). Secrets may instead be files in
+``REGEN_SECRETS_DIR`` named like the variable (a Kubernetes secret volume). Anything
+invalid stops the service before it connects to anything, naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "REGEN_"
+NESTED_DELIMITER = "__"
+DEFAULT_SECRETS_DIR = "/run/secrets/regen-sync"
+
+# Values that only ever appear in copied examples; running with them is a mistake.
+_PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "changethis", "change-me", "secret", "password", "xxx", "todo", "<secret>"}
+)
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _refuse_placeholder(value: SecretStr) -> SecretStr:
+    raw = value.get_secret_value()
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    if raw.strip().lower() in _PLACEHOLDER_SECRETS:
+        raise ValueError("is a placeholder value; set the real secret")
+    return value
+
+
+def _require_tls_off_loopback(url: AnyHttpUrl) -> AnyHttpUrl:
+    # Plain HTTP is only acceptable for the local sandbox; credentials must never
+    # cross a network unencrypted.
+    if url.scheme != "https" and url.host not in _LOOPBACK_HOSTS:
+        raise ValueError("must use https (http is allowed only for 127.0.0.1/localhost)")
+    return url
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = Field(
+        min_length=1, description="Comma-separated host:port list of Kafka brokers."
+    )
+    group_id: str = Field(default="regen-sync", min_length=1)
+    client_id: str = Field(default="regen-sync", min_length=1)
+    enable_idempotence: bool = Field(
+        default=True, description="Idempotent producer (needs a broker that supports it)."
+    )
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        default="earliest",
+        description="Where a new consumer group starts; 'earliest' so no event is skipped.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: FilePath | None = Field(default=None, description="CA bundle for broker TLS.")
+    ssl_certfile: FilePath | None = Field(default=None, description="Client cert (mTLS).")
+    ssl_keyfile: FilePath | None = Field(default=None, description="Client key (mTLS).")
+    ssl_key_password: SecretStr | None = None
+
+    @property
+    def bootstrap_server_list(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in {"SSL", "SASL_SSL"}
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Self:
+        if self.uses_sasl:
+            missing = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
+                )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile must be set together (mTLS)")
+        return self
+
+
+class TopicSettings(BaseModel):
+    input: str = Field(default="billing.data-fixed", min_length=1)
+    succeeded: str = Field(default="regen-sync.succeeded", min_length=1)
+    failed: str = Field(default="regen-sync.failed", min_length=1)
+    dead_letter: str = Field(default="regen-sync.dead-letter", min_length=1)
+
+    @model_validator(mode="after")
+    def _outputs_differ_from_input(self) -> Self:
+        outputs = {self.succeeded, self.failed, self.dead_letter}
+        if self.input in outputs:
+            raise ValueError("the input topic must differ from every output topic")
+        return self
+
+
+class UpstreamHttpSettings(BaseModel):
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    verify_tls: bool = Field(default=True, description="Never turn off outside a lab.")
+
+
+class ZuoraSettings(UpstreamHttpSettings):
+    base_url: AnyHttpUrl
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    billing_id_field: Literal["id", "documentId"] = Field(
+        default="id",
+        description="Body field for a billing document's id: 'documentId' on tenants "
+        "still on the 2023 API.",
+    )
+    token_refresh_margin_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Refresh the OAuth token this long before it expires.",
+    )
+
+    _client_secret_is_real = field_validator("client_secret")(_refuse_placeholder)
+    _base_url_is_tls = field_validator("base_url")(_require_tls_off_loopback)
+
+
+class SoftwareOneSettings(UpstreamHttpSettings):
+    base_url: AnyHttpUrl
+    api_token: SecretStr
+
+    _api_token_is_real = field_validator("api_token")(_refuse_placeholder)
+    _base_url_is_tls = field_validator("base_url")(_require_tls_off_loopback)
+
+
+class HttpServerSettings(BaseModel):
+    host: str = "0.0.0.0"  # noqa: S104 - a pod must answer probes on its own address
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class ProcessingSettings(BaseModel):
+    concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="Upstream calls in progress at once (Zuora's default tenant limit is 40).",
+    )
+    max_in_flight: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Events read but not yet finished; fetching pauses when reached.",
+    )
+    max_attempts: int = Field(
+        default=6, ge=1, le=100, description="Upstream attempts per event, first one included."
+    )
+    backoff_initial_seconds: float = Field(default=0.5, gt=0, le=60)
+    backoff_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_retry_after_seconds: float = Field(
+        default=300.0, gt=0, description="Upper bound on an upstream's Retry-After."
+    )
+    max_event_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Larger input records are invalid events."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0, ge=0, description="On SIGTERM, time given to in-flight events to finish."
+    )
+    commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> Self:
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ValueError("backoff_max_seconds must be >= backoff_initial_seconds")
+        return self
+
+
+class LogSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings
+    topics: TopicSettings = TopicSettings()
+    zuora: ZuoraSettings
+    softwareone: SoftwareOneSettings
+    http: HttpServerSettings = HttpServerSettings()
+    processing: ProcessingSettings = ProcessingSettings()
+    log: LogSettings = LogSettings()
+    event_source: str = Field(
+        default="urn:regen-sync",
+        min_length=1,
+        description="CloudEvents 'source' of the events regen-sync publishes.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        secret_files = NestedSecretsSettingsSource(
+            file_secret_settings,
+            secrets_dir=os.environ.get(f"{ENV_PREFIX}SECRETS_DIR", DEFAULT_SECRETS_DIR),
+            secrets_dir_missing="ok",
+            secrets_prefix=ENV_PREFIX,
+            secrets_nested_delimiter=NESTED_DELIMITER,
+        )
+        # Environment wins over files so an operator can override a mounted secret.
+        return init_settings, env_settings, secret_files
+
+
+class ConfigurationError(Exception):
+    """Raised at start-up with one line per invalid setting, each naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _variable_name(location: tuple[int | str, ...]) -> str:
+    fields = [str(part) for part in location if isinstance(part, str)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(field.upper() for field in fields)
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings, or raise ConfigurationError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = []
+        for detail in error.errors(include_input=False, include_url=False):
+            # Secret values never reach this message: inputs are excluded above.
+            problems.append(f"{_variable_name(tuple(detail['loc']))}: {detail['msg']}")
+        raise ConfigurationError(problems) from None
+
+
+__all__ = [
+    "ConfigurationError",
+    "HttpServerSettings",
+    "KafkaSettings",
+    "ProcessingSettings",
+    "Settings",
+    "SoftwareOneSettings",
+    "TopicSettings",
+    "ZuoraSettings",
+    "load_settings",
+]
+
+

@@ -1,0 +1,239 @@
+"""A local Tansu broker (Kafka protocol, no Docker) for the demo, the tests and benchmarks.
+
+The binary comes from ``scripts/fetch_tansu.py``. Tansu quirks clients must respect:
+aiokafka's idempotent producer and transactions fail (use ``enable_idempotence=False``),
+a consumer-group join takes about 5 s, and any metadata request naming an unknown topic
+auto-creates it with 4 partitions, so create topics explicitly before producing to them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.errors import TopicAlreadyExistsError, for_code  # type: ignore[import-untyped]
+
+from service.devstack.process import ManagedProcess, free_port
+
+BINARY_ENV = "REGEN_TANSU_BIN"
+DEFAULT_BINARY = Path(".cache/tansu/tansu")
+DEFAULT_STORAGE_ENGINE = "memory://tansu/"
+_HOST = "127.0.0.1"
+_PROBE_INTERVAL_S = 0.1
+
+
+class TansuError(RuntimeError):
+    pass
+
+
+class TansuBinaryNotFoundError(TansuError, FileNotFoundError):
+    pass
+
+
+def default_binary() -> Path:
+    """``$REGEN_TANSU_BIN``, else ``.cache/tansu/tansu`` in the working directory or a parent.
+
+    Parents are searched so that commands run from a subdirectory of the checkout work too.
+    """
+    from_env = os.environ.get(BINARY_ENV)
+    if from_env:
+        binary = Path(from_env)
+        if not binary.is_file():
+            raise TansuBinaryNotFoundError(f"{BINARY_ENV}={from_env} is not a file")
+        return binary
+    cwd = Path.cwd()
+    for directory in (cwd, *cwd.parents):
+        candidate = directory / DEFAULT_BINARY
+        if candidate.is_file():
+            return candidate
+    raise TansuBinaryNotFoundError(
+        f"no Tansu binary at {DEFAULT_BINARY} in {cwd} or its parents: run "
+        f"`python3 scripts/fetch_tansu.py` in the repository root, or set {BINARY_ENV}"
+    )
+
+
+class TansuBroker:
+    """One Tansu broker process on 127.0.0.1. ``start``/``stop`` are synchronous.
+
+    A stopped or killed broker can be started again on the same port; with the default
+    in-memory storage it then comes back empty.
+    """
+
+    def __init__(
+        self,
+        binary: Path | str | None = None,
+        *,
+        port: int | None = None,
+        storage_engine: str = DEFAULT_STORAGE_ENGINE,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.binary = Path(binary) if binary is not None else default_binary()
+        if not self.binary.is_file():
+            raise TansuBinaryNotFoundError(
+                f"no Tansu binary at {self.binary}: run `python3 scripts/fetch_tansu.py`"
+            )
+        self.port = port if port is not None else free_port()
+        self.storage_engine = storage_engine
+        self.startup_timeout = startup_timeout
+        if log_path is None:
+            log_path = Path(tempfile.gettempdir()) / f"tansu-{self.port}.log"
+        url = f"tcp://{_HOST}:{self.port}"
+        self.process = ManagedProcess(
+            [
+                str(self.binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                storage_engine,
+            ],
+            log_path=Path(log_path),
+            env=env,
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{_HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.process.log_path
+
+    def start(self) -> None:
+        """Spawn the broker and block until it answers a Kafka metadata request."""
+        self.process.start()
+        deadline = time.monotonic() + self.startup_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.process.running:
+                raise TansuError(
+                    f"tansu exited with {self.process.returncode} during startup "
+                    f"(port {self.port} taken?)\n{self.process.log_tail()}"
+                )
+            try:
+                advertised = _metadata_broker_ports(_HOST, self.port, timeout=1.0)
+            except (OSError, struct.error) as exc:
+                last_error = exc
+            else:
+                if self.port in advertised:
+                    return
+                last_error = TansuError(f"metadata advertises ports {advertised}")
+            time.sleep(_PROBE_INTERVAL_S)
+        self.process.terminate()
+        raise TansuError(
+            f"tansu did not answer a metadata request on {self.bootstrap_servers} within "
+            f"{self.startup_timeout}s (last error: {last_error})\n{self.process.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call repeatedly."""
+        self.process.terminate(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, to simulate a broker crash."""
+        self.process.kill()
+
+    async def create_topics(self, names: Sequence[str], partitions: int) -> None:
+        """Create the topics; one that already exists must have ``partitions`` partitions.
+
+        The partition check matters because Tansu silently auto-creates unknown topics with
+        4 partitions whenever a client asks for their metadata.
+        """
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, replication_factor=1) for name in names]
+            )
+            existing: list[str] = []
+            failures: list[str] = []
+            for topic_error in response.topic_errors:
+                topic: str = topic_error[0]
+                code: int = topic_error[1]
+                if code == TopicAlreadyExistsError.errno:
+                    existing.append(topic)
+                elif code != 0:
+                    failures.append(f"{topic}: {for_code(code).__name__}")
+            if existing:
+                described: list[dict[str, Any]] = await admin.describe_topics(existing)
+                failures.extend(
+                    f"{topic['topic']}: exists with {len(topic['partitions'])} partitions, "
+                    f"wanted {partitions}"
+                    for topic in described
+                    if len(topic["partitions"]) != partitions
+                )
+        finally:
+            await admin.close()
+        if failures:
+            raise TansuError("create_topics failed: " + "; ".join(failures))
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _metadata_broker_ports(host: str, port: int, timeout: float) -> list[int]:
+    """Send a Metadata v0 request and return the ports of the brokers it advertises.
+
+    Plain sockets rather than aiokafka, so that ``start`` stays synchronous and also works
+    when called from inside a running event loop.
+    """
+    correlation_id = 1
+    client_id = b"regen-sync-devstack"
+    metadata_api_key, api_version, all_topics = 3, 0, 0
+    request = struct.pack(
+        f">hhih{len(client_id)}si",
+        metadata_api_key,
+        api_version,
+        correlation_id,
+        len(client_id),
+        client_id,
+        all_topics,
+    )
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+        response = _recv_exactly(sock, size)
+    received_id, broker_count = struct.unpack_from(">ii", response, 0)
+    if received_id != correlation_id:
+        raise ConnectionError(f"metadata response has correlation id {received_id}")
+    ports: list[int] = []
+    offset = 8
+    for _ in range(broker_count):
+        # Each broker is: node_id int32, host (int16 length + bytes), port int32.
+        (host_length,) = struct.unpack_from(">h", response, offset + 4)
+        offset += 4 + 2 + host_length
+        (broker_port,) = struct.unpack_from(">i", response, offset)
+        offset += 4
+        ports.append(broker_port)
+    return ports
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        data += chunk
+    return bytes(data)

@@ -1,0 +1,70 @@
+"""The domain: "data fixed" events, the regeneration each calls for, and its outcome.
+
+Nothing here knows about Kafka or HTTP.
+"""
+
+from service.domain.events import (
+    ACCOUNT_CHARGES_FIXED,
+    BILLING_DOCUMENT_FIXED,
+    BOOKING_FIXED,
+    EVENT_TYPES,
+    JOURNAL_FIXED,
+    AccountChargesFixed,
+    BillingDocumentFixed,
+    BookingFixed,
+    CloudEvent,
+    DataFixedEvent,
+    JournalFixed,
+)
+from service.domain.operations import Operation, RegenerationTask, Upstream, plan
+from service.domain.outcomes import (
+    AttemptResult,
+    Failed,
+    FailureReason,
+    Outcome,
+    Succeeded,
+    TransientFailure,
+)
+from service.domain.parsing import InvalidEvent, parse_event
+from service.domain.results import (
+    REGENERATION_FAILED,
+    REGENERATION_SUCCEEDED,
+    RegenerationFailed,
+    RegenerationSucceeded,
+    ResultEvent,
+    invalid_event_outcome,
+    result_event,
+)
+
+__all__ = [
+    "ACCOUNT_CHARGES_FIXED",
+    "BILLING_DOCUMENT_FIXED",
+    "BOOKING_FIXED",
+    "EVENT_TYPES",
+    "JOURNAL_FIXED",
+    "REGENERATION_FAILED",
+    "REGENERATION_SUCCEEDED",
+    "AccountChargesFixed",
+    "AttemptResult",
+    "BillingDocumentFixed",
+    "BookingFixed",
+    "CloudEvent",
+    "DataFixedEvent",
+    "Failed",
+    "FailureReason",
+    "InvalidEvent",
+    "JournalFixed",
+    "Operation",
+    "Outcome",
+    "RegenerationFailed",
+    "RegenerationSucceeded",
+    "RegenerationTask",
+    "ResultEvent",
+    "Succeeded",
+    "TransientFailure",
+    "Upstream",
+    "invalid_event_outcome",
+    "parse_event",
+    "plan",
+    "result_event",
+]

@@ -1,0 +1,103 @@
+"""Which upstream operation a "data fixed" event calls for, and what identifies its object."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+from service.domain.events import (
+    AccountChargesFixed,
+    BillingDocumentFixed,
+    BookingFixed,
+    DataFixedEvent,
+    JournalFixed,
+)
+
+
+class Upstream(StrEnum):
+    ZUORA = "zuora"
+    SOFTWAREONE = "softwareone"
+
+
+class Operation(StrEnum):
+    REGENERATE_BILLING_TRANSACTIONS = "regenerate_billing_transactions"
+    REGENERATE_BOOKING_TRANSACTIONS = "regenerate_booking_transactions"
+    GENERATE_INVOICE = "generate_invoice"
+    REGENERATE_JOURNAL = "regenerate_journal"
+
+    @property
+    def upstream(self) -> Upstream:
+        if self is Operation.REGENERATE_JOURNAL:
+            return Upstream.SOFTWAREONE
+        return Upstream.ZUORA
+
+
+@dataclass(frozen=True, slots=True)
+class RegenerationTask:
+    """One event's regeneration: what to call, and the keys that keep it safe to repeat."""
+
+    event: DataFixedEvent
+    operation: Operation
+    object_key: str
+    """Events with the same object key are regenerated one after another, in arrival order."""
+    idempotency_key: str
+    """The same for every retry and redelivery of this event, so Zuora applies it once."""
+
+
+def plan(event: DataFixedEvent) -> RegenerationTask:
+    operation, object_key = _operation_and_object(event)
+    return RegenerationTask(
+        event=event,
+        operation=operation,
+        object_key=object_key,
+        idempotency_key=idempotency_key(event.source, event.id, operation),
+    )
+
+
+def idempotency_key(source: str, event_id: str, operation: Operation) -> str:
+    # CloudEvents are unique by source + id; hashing keeps the key within Zuora's 255
+    # characters and free of whatever characters producers put into ids.
+    digest = hashlib.sha256(f"{source}\n{event_id}\n{operation}".encode()).hexdigest()
+    return f"regen-sync-{digest}"
+
+
+def _operation_and_object(event: DataFixedEvent) -> tuple[Operation, str]:
+    match event:
+        case BillingDocumentFixed(data=data):
+            document = (
+                f"id={data.documentId}" if data.documentId else f"number={data.documentNumber}"
+            )
+            return (
+                Operation.REGENERATE_BILLING_TRANSACTIONS,
+                _scoped(data.entityId, f"{data.documentType}:{document}"),
+            )
+        case BookingFixed(data=data):
+            return Operation.REGENERATE_BOOKING_TRANSACTIONS, _scoped(
+                data.entityId, _booking_object(event)
+            )
+        case AccountChargesFixed(data=data):
+            return Operation.GENERATE_INVOICE, _scoped(data.entityId, f"Account:{data.accountId}")
+        case JournalFixed(data=data):
+            return Operation.REGENERATE_JOURNAL, f"Journal:{data.journalId}"
+
+
+def _booking_object(event: BookingFixed) -> str:
+    data = event.data
+    match data.objectType:
+        case "Subscription":
+            # A subscription's name survives new versions, its id does not.
+            name = f"name={data.subscriptionName}" if data.subscriptionName else None
+            return f"Subscription:{name or f'id={data.subscriptionId}'}"
+        case "OrderLineItem":
+            if data.orderLineItemId:
+                return f"OrderLineItem:id={data.orderLineItemId}"
+            return f"OrderLineItem:order={data.orderNumber}:item={data.itemNumber}"
+        case "DynamicUsageCharge":
+            if data.ratePlanChargeId:
+                return f"DynamicUsageCharge:id={data.ratePlanChargeId}"
+            return f"DynamicUsageCharge:number={data.chargeNumber}"
+
+
+def _scoped(entity_id: str | None, object_key: str) -> str:
+    return f"{entity_id}/{object_key}" if entity_id else object_key

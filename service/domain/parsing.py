@@ -1,0 +1,70 @@
+"""Turning the bytes of a Kafka record into a typed event, or a precise reason why not."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from service.domain.events import EVENT_TYPES, CloudEvent, DataFixedEvent
+
+_event_adapter: TypeAdapter[DataFixedEvent] = TypeAdapter(DataFixedEvent)
+_MAX_PROBLEMS = 10
+_MAX_PROBLEM_CHARS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """Input that can never be regenerated; it still gets a failed event and a dead letter."""
+
+    problems: tuple[str, ...]
+    event_id: str | None = None
+    event_type: str | None = None
+
+
+def parse_event(raw: bytes | None, *, max_bytes: int) -> DataFixedEvent | InvalidEvent:
+    if raw is None or not raw:
+        return InvalidEvent(("the record has no value",))
+    if len(raw) > max_bytes:
+        return InvalidEvent((f"the event is {len(raw)} bytes, above the limit of {max_bytes}",))
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return InvalidEvent((f"not JSON: {error}"[:_MAX_PROBLEM_CHARS],))
+    except RecursionError:
+        return InvalidEvent(("not JSON: nested too deeply",))
+    if not isinstance(document, dict):
+        return InvalidEvent((f"not a CloudEvent: a JSON {type(document).__name__}, not an object",))
+
+    event_id = _readable_string(document.get("id"))
+    event_type = _readable_string(document.get("type"))
+    try:
+        CloudEvent.model_validate(document)
+    except ValidationError as error:
+        return InvalidEvent(_describe(error, prefix="not a CloudEvent 1.0: "), event_id, event_type)
+    if event_type not in EVENT_TYPES:
+        return InvalidEvent(
+            (f"unknown event type {event_type!r}; expected one of {', '.join(EVENT_TYPES)}",),
+            event_id,
+            event_type,
+        )
+    try:
+        return _event_adapter.validate_python(document)
+    except ValidationError as error:
+        return InvalidEvent(_describe(error), event_id, event_type)
+
+
+def _readable_string(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= 255 else None
+
+
+def _describe(error: ValidationError, prefix: str = "") -> tuple[str, ...]:
+    problems = []
+    for detail in error.errors(include_input=False, include_url=False)[:_MAX_PROBLEMS]:
+        # The first part of the location is the union tag pydantic adds; it says nothing new.
+        location = ".".join(str(part) for part in detail["loc"] if part not in EVENT_TYPES)
+        message = detail["msg"].removeprefix("Value error, ")
+        problems.append(f"{prefix}{location or 'event'}: {message}"[:_MAX_PROBLEM_CHARS])
+    return tuple(problems)

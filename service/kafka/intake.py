@@ -1,0 +1,136 @@
+"""Reading the input topic: hand each record to the dispatcher, commit what is finished.
+
+Offsets are committed by this module only (the subscriber's ack policy is manual), at a
+fixed interval, on partition revocation and at shutdown; always the position below which
+every record has its result published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from faststream.kafka.message import KafkaMessage
+from faststream.kafka.subscriber.usecase import LogicSubscriber
+
+from service.kafka.dispatcher import Dispatcher
+from service.kafka.offsets import OffsetTracker, Partition
+from service.observability import Metrics
+from service.processing import EventProcessor, InputRecord
+
+logger = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self,
+        processor: EventProcessor,
+        dispatcher: Dispatcher,
+        tracker: OffsetTracker,
+        metrics: Metrics,
+        *,
+        commit_interval_seconds: float,
+    ) -> None:
+        self._processor = processor
+        self._dispatcher = dispatcher
+        self._tracker = tracker
+        self._metrics = metrics
+        self._commit_interval = commit_interval_seconds
+        self._subscriber: LogicSubscriber[object] | None = None
+        self._commit_loop: asyncio.Task[None] | None = None
+        self._commit_lock = asyncio.Lock()
+
+    def attach(self, subscriber: LogicSubscriber[object]) -> None:
+        self._subscriber = subscriber
+
+    async def on_message(self, message: KafkaMessage) -> None:
+        """The subscriber's handler. Returns once the record is admitted, not finished."""
+        raw = message.raw_message
+        assert not isinstance(raw, tuple), "the input subscriber is not a batch subscriber"
+        record = InputRecord(
+            topic=raw.topic,
+            partition=raw.partition,
+            offset=raw.offset,
+            key=raw.key,
+            value=raw.value,
+            headers=tuple(raw.headers or ()),
+        )
+        subject = self._processor.read(record)
+        key = getattr(subject, "object_key", None)
+        await self._dispatcher.submit(
+            Partition(record.topic, record.partition),
+            record.offset,
+            key,
+            lambda: self._processor.complete(record, subject),
+        )
+
+    def start_committing(self) -> None:
+        self._commit_loop = asyncio.create_task(self._commit_periodically())
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._commit_interval)
+            await self.commit()
+
+    async def commit(self, only: set[Partition] | None = None) -> None:
+        consumer = self._subscriber.consumer if self._subscriber else None
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            positions = self._tracker.commit_positions(only)
+            if not positions:
+                return
+            try:
+                await consumer.commit(
+                    {TopicPartition(p.topic, p.partition): o for p, o in positions.items()}
+                )
+            except KafkaError as error:
+                # Not fatal: the positions stay pending and go with the next commit.
+                self._metrics.commits.labels("failure").inc()
+                logger.warning("offset commit failed", extra={"error": repr(error)})
+                return
+            self._tracker.committed(positions)
+            self._metrics.commits.labels("success").inc()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop reading, give in-flight events the grace period, commit what finished."""
+        consumer = self._subscriber.consumer if self._subscriber else None
+        if consumer is not None:
+            consumer.pause(*consumer.assignment())
+        finished = await self._dispatcher.drain(grace_seconds)
+        if self._commit_loop is not None:
+            self._commit_loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commit_loop
+        await self.commit()
+        logger.info(
+            "stopped consuming",
+            extra={"all_in_flight_finished": finished, "grace_seconds": grace_seconds},
+        )
+
+    def rebalance_listener(self) -> ConsumerRebalanceListener:
+        return _CommitOnRevoke(self)
+
+    def forget(self, partitions: set[Partition]) -> None:
+        self._tracker.forget(partitions)
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        partitions = {Partition(tp.topic, tp.partition) for tp in revoked}
+        # Commit the finished prefix while the partitions are still ours; events still in
+        # flight finish and publish, and the next owner may repeat them (at least once).
+        await self._intake.commit(only=partitions)
+        self._intake.forget(partitions)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        logger.info(
+            "partitions assigned",
+            extra={"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)},
+        )

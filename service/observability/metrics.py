@@ -1,0 +1,98 @@
+"""Prometheus metrics of regen-sync. Labels never carry ids: only bounded vocabularies."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.domain import EVENT_TYPES, FailureReason, Operation
+
+UNKNOWN_TYPE = "unknown"
+NO_OPERATION = "none"
+# Upstream calls take from tens of milliseconds to tens of seconds.
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.events_received = Counter(
+            "regen_events_received",
+            "Input records read, by CloudEvent type ('unknown' when unreadable or unknown).",
+            ["type"],
+            registry=self.registry,
+        )
+        self.upstream_requests = Counter(
+            "regen_upstream_requests",
+            "Upstream regeneration attempts, by operation and outcome "
+            "(succeeded, rejected, transient).",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "regen_upstream_request_duration_seconds",
+            "Time from sending an upstream request to its full answer.",
+            ["operation"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.results = Counter(
+            "regen_results",
+            "Result events published, by operation, outcome and failure reason.",
+            ["operation", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "regen_retries",
+            "Upstream attempts repeated after a transient failure.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "regen_dead_letters",
+            "Input records copied to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "regen_events_in_flight",
+            "Input records read and not yet finished (their offsets are not committable).",
+            registry=self.registry,
+        )
+        self.token_refreshes = Counter(
+            "regen_token_refreshes",
+            "Zuora OAuth token requests, by outcome (success, failure).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.publish_errors = Counter(
+            "regen_publish_errors",
+            "Failed attempts to publish a result or dead letter (they are retried).",
+            registry=self.registry,
+        )
+        self.commits = Counter(
+            "regen_offset_commits",
+            "Offset commits, by outcome (success, failure).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self._initialise_series()
+
+    def _initialise_series(self) -> None:
+        # Series that exist from the start let rate() and alerts see a zero, not "no data".
+        for event_type in (*EVENT_TYPES, UNKNOWN_TYPE):
+            self.events_received.labels(event_type)
+        for operation in Operation:
+            self.upstream_latency.labels(operation)
+            self.retries.labels(operation)
+            self.results.labels(operation, "succeeded", "")
+            for outcome in ("succeeded", "rejected", "transient"):
+                self.upstream_requests.labels(operation, outcome)
+        self.results.labels(NO_OPERATION, "failed", FailureReason.INVALID_EVENT)
+        for outcome in ("success", "failure"):
+            self.token_refreshes.labels(outcome)
+            self.commits.labels(outcome)
+
+    def event_received(self, event_type: str | None) -> None:
+        self.events_received.labels(
+            event_type if event_type in EVENT_TYPES else UNKNOWN_TYPE
+        ).inc()

@@ -1,0 +1,94 @@
+"""Calling the upstream for a task until it succeeds, fails for good, or runs out of attempts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_result,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from service.config import ProcessingSettings
+from service.domain import (
+    AttemptResult,
+    Failed,
+    FailureReason,
+    Outcome,
+    RegenerationTask,
+    Succeeded,
+    TransientFailure,
+    Upstream,
+)
+from service.observability import Metrics
+from service.upstream import UpstreamClient
+
+logger = logging.getLogger(__name__)
+
+_ATTEMPT_OUTCOME = {Succeeded: "succeeded", Failed: "rejected", TransientFailure: "transient"}
+
+
+class Regenerator:
+    def __init__(
+        self,
+        clients: Mapping[Upstream, UpstreamClient],
+        settings: ProcessingSettings,
+        metrics: Metrics,
+    ) -> None:
+        self._clients = clients
+        self._settings = settings
+        self._metrics = metrics
+        # Full jitter keeps a storm of retries from arriving at the upstream together.
+        self._backoff = wait_random_exponential(
+            multiplier=settings.backoff_initial_seconds, max=settings.backoff_max_seconds
+        )
+
+    async def regenerate(self, task: RegenerationTask) -> Outcome:
+        client = self._clients[task.operation.upstream]
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.max_attempts),
+            wait=self._wait,
+            retry=retry_if_result(lambda result: isinstance(result, TransientFailure)),
+            before_sleep=lambda state: self._before_retry(task, state),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        result: AttemptResult = await retrying(self._attempt, client, task)
+        attempts = retrying.statistics.get("attempt_number", 1)
+        if isinstance(result, TransientFailure):
+            result = Failed(
+                FailureReason.RETRIES_EXHAUSTED,
+                f"gave up after {attempts} attempts; last: {result.message}",
+                retryable=True,
+                http_status=result.http_status,
+                details=result.details,
+            )
+        return Outcome(result, attempts)
+
+    async def _attempt(self, client: UpstreamClient, task: RegenerationTask) -> AttemptResult:
+        result = await client.attempt(task)
+        self._metrics.upstream_requests.labels(task.operation, _ATTEMPT_OUTCOME[type(result)]).inc()
+        return result
+
+    def _wait(self, state: RetryCallState) -> float:
+        result = state.outcome.result() if state.outcome and not state.outcome.failed else None
+        if isinstance(result, TransientFailure) and result.retry_after_seconds is not None:
+            return min(result.retry_after_seconds, self._settings.max_retry_after_seconds)
+        return float(self._backoff(state))
+
+    def _before_retry(self, task: RegenerationTask, state: RetryCallState) -> None:
+        self._metrics.retries.labels(task.operation).inc()
+        result = state.outcome.result() if state.outcome and not state.outcome.failed else None
+        logger.info(
+            "retrying after a transient failure",
+            extra={
+                "event_id": task.event.id,
+                "operation": task.operation,
+                "attempt": state.attempt_number,
+                "wait_seconds": round(state.upcoming_sleep, 3),
+                "cause": result.message if isinstance(result, TransientFailure) else None,
+            },
+        )

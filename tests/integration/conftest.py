@@ -1,0 +1,149 @@
+"""The real stack for integration tests: Tansu broker, the sandbox, and regen-sync itself,
+each a separate process on 127.0.0.1, stopped by PID at the end of the session."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from harness import EventSender, ResultWatcher, Sandbox, Topics
+
+from service.devstack import ManagedProcess, TansuBroker, free_port
+
+PARTITIONS = 6
+SANDBOX_CLIENT_ID = "it-client"
+SANDBOX_CLIENT_SECRET = "it-client-secret-value"
+SANDBOX_API_TOKEN = "it-softwareone-token-value"
+
+pytestmark = pytest.mark.integration
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(logs_dir: Path) -> Iterator[str]:
+    port = free_port()
+    process = ManagedProcess(
+        [sys.executable, "-m", "service", "sandbox", "--port", str(port),
+         "--client-id", SANDBOX_CLIENT_ID, "--client-secret", SANDBOX_CLIENT_SECRET,
+         "--api-token", SANDBOX_API_TOKEN, "--concurrency-limit", "0"],
+        log_path=logs_dir / "sandbox.log",
+    )
+    process.start()
+    try:
+        process.wait_for_line("sandbox listening on", timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def sandbox(sandbox_url: str) -> AsyncIterator[Sandbox]:
+    control = Sandbox(sandbox_url)
+    yield control
+    await control.close()
+
+
+@pytest.fixture(scope="session")
+def service_env(kafka_broker: TansuBroker, sandbox_url: str) -> Callable[..., dict[str, str]]:
+    def env(topics: Topics, **overrides: str) -> dict[str, str]:
+        return {
+            "REGEN_KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+            "REGEN_KAFKA__GROUP_ID": f"regen-sync-{topics.input}",
+            "REGEN_KAFKA__ENABLE_IDEMPOTENCE": "false",
+            "REGEN_ZUORA__BASE_URL": sandbox_url,
+            "REGEN_ZUORA__CLIENT_ID": SANDBOX_CLIENT_ID,
+            "REGEN_ZUORA__CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+            "REGEN_SOFTWAREONE__BASE_URL": sandbox_url,
+            "REGEN_SOFTWAREONE__API_TOKEN": SANDBOX_API_TOKEN,
+            "REGEN_HTTP__HOST": "127.0.0.1",
+            "REGEN_HTTP__PORT": str(free_port()),
+            # Short backoff keeps retry tests quick; Retry-After still rules when given.
+            "REGEN_PROCESSING__BACKOFF_INITIAL_SECONDS": "0.05",
+            "REGEN_PROCESSING__BACKOFF_MAX_SECONDS": "0.5",
+            "REGEN_PROCESSING__COMMIT_INTERVAL_SECONDS": "0.2",
+            "REGEN_SECRETS_DIR": "/nonexistent",
+            **topics.env(),
+        } | overrides
+
+    return env
+
+
+class ServiceProcess:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.process = ManagedProcess([sys.executable, "-m", "service", "run"], env=env,
+                                      log_path=log_path)
+        self.http_url = f"http://127.0.0.1:{env['REGEN_HTTP__PORT']}"
+
+    def start(self, wait_for_assignment: bool = True) -> None:
+        self.process.start()
+        if wait_for_assignment:
+            self.process.wait_for_line('"partitions assigned"', timeout=60)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.http_url}/metrics", timeout=5).text
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.http_url}/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"service not ready:\n{self.process.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def shared_topics(kafka_broker: TansuBroker) -> Topics:
+    import asyncio
+
+    topics = Topics.named("it-shared")
+    asyncio.run(kafka_broker.create_topics(topics.all, PARTITIONS))
+    return topics
+
+
+@pytest.fixture(scope="session")
+def regen_service(
+    shared_topics: Topics, service_env: Callable[..., dict[str, str]], logs_dir: Path
+) -> Iterator[ServiceProcess]:
+    """One service for the tests that only need it running; they tell their events apart
+    by id and their sandbox faults by object id."""
+    service = ServiceProcess(service_env(shared_topics), logs_dir / "service.log")
+    service.start()
+    try:
+        yield service
+    finally:
+        service.process.terminate()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def watcher(kafka_broker: TansuBroker, shared_topics: Topics) -> AsyncIterator[ResultWatcher]:
+    results = ResultWatcher(kafka_broker.bootstrap_servers, shared_topics)
+    await results.start()
+    yield results
+    await results.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def sender(kafka_broker: TansuBroker, shared_topics: Topics) -> AsyncIterator[EventSender]:
+    events = EventSender(kafka_broker.bootstrap_servers, shared_topics.input)
+    await events.start()
+    yield events
+    await events.stop()

@@ -1,0 +1,240 @@
+"""Test-side tools for the real stack: send events, await their results, drive the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    succeeded: str
+    failed: str
+    dead_letter: str
+
+    @classmethod
+    def named(cls, prefix: str) -> Topics:
+        return cls(f"{prefix}.input", f"{prefix}.succeeded", f"{prefix}.failed", f"{prefix}.dlq")
+
+    def env(self) -> dict[str, str]:
+        return {
+            "REGEN_TOPICS__INPUT": self.input,
+            "REGEN_TOPICS__SUCCEEDED": self.succeeded,
+            "REGEN_TOPICS__FAILED": self.failed,
+            "REGEN_TOPICS__DEAD_LETTER": self.dead_letter,
+        }
+
+    @property
+    def all(self) -> list[str]:
+        return [self.input, self.succeeded, self.failed, self.dead_letter]
+
+
+@dataclass
+class Received:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+    def json(self) -> Any:
+        assert self.value is not None
+        return json.loads(self.value)
+
+
+def new_event(event_type: str, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": extra.pop("id", f"evt-{uuid.uuid4()}"),
+        "source": "urn:test:billing-fixer",
+        "type": event_type,
+        "time": "2026-11-21T10:00:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    } | extra
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class ResultWatcher:
+    """Reads the output topics without a consumer group (no 5 s join) from their current end,
+    and lets tests await the results of their own events."""
+
+    bootstrap_servers: str
+    topics: Topics
+    results: dict[str, list[Received]] = field(default_factory=lambda: defaultdict(list))
+    results_by_key: dict[bytes | None, list[Received]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    dead_letters: list[Received] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _consumer: AIOKafkaConsumer | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        partitions = []
+        for topic in (self.topics.succeeded, self.topics.failed, self.topics.dead_letter):
+            for number in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic):
+                partitions.append(TopicPartition(topic, number))
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:  # resolve the end positions now, before events are sent
+            await consumer.position(partition)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._read())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            if not batches:
+                continue
+            async with self._changed:
+                for records in batches.values():
+                    for record in records:
+                        received = Received(record.topic, record.partition, record.offset,
+                                            record.key, record.value, dict(record.headers))
+                        if record.topic == self.topics.dead_letter:
+                            self.dead_letters.append(received)
+                        else:
+                            source_id = received.json()["data"].get("sourceEventId")
+                            self.results[source_id or f"@{_origin(received)}"].append(received)
+                            self.results_by_key[received.key].append(received)
+                self._changed.notify_all()
+
+    async def wait_for(self, event_ids: Iterable[str], timeout: float = 60) -> dict[str, Received]:
+        """The first result of each event; fails listing the ids still without one."""
+        wanted = list(event_ids)
+
+        def ready() -> bool:
+            return all(self.results.get(event_id) for event_id in wanted)
+
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(ready)
+        except TimeoutError:
+            missing = [event_id for event_id in wanted if not self.results.get(event_id)]
+            raise AssertionError(f"no result within {timeout}s for {missing[:10]}") from None
+        return {event_id: self.results[event_id][0] for event_id in wanted}
+
+    async def wait_for_keys(self, keys: Iterable[bytes], timeout: float = 60
+                            ) -> dict[bytes, Received]:
+        wanted = list(keys)
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(
+                    lambda: all(self.results_by_key.get(key) for key in wanted))
+        except TimeoutError:
+            missing = [key for key in wanted if not self.results_by_key.get(key)]
+            raise AssertionError(f"no result within {timeout}s for keys {missing[:10]}") from None
+        return {key: self.results_by_key[key][0] for key in wanted}
+
+    async def wait_for_dead_letters(self, count: int, predicate: Any, timeout: float = 60
+                                    ) -> list[Received]:
+        def matching() -> list[Received]:
+            return [record for record in self.dead_letters if predicate(record)]
+
+        try:
+            async with asyncio.timeout(timeout), self._changed:
+                await self._changed.wait_for(lambda: len(matching()) >= count)
+        except TimeoutError:
+            raise AssertionError(f"fewer than {count} dead letters within {timeout}s") from None
+        return matching()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh in aiokafka
+    partitions = consumer.partitions_for_topic(topic)
+    assert partitions, f"topic {topic} does not exist"
+    return set(partitions)
+
+
+def _origin(received: Received) -> str:
+    return f"{received.topic}/{received.partition}/{received.offset}"
+
+
+class EventSender:
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers,
+                                          enable_idempotence=False, acks="all")
+        self._topic = topic
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, event: dict[str, Any] | bytes, *, key: str | None = None,
+                   partition: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        value = event if isinstance(event, bytes) else json.dumps(event).encode()
+        await self._producer.send_and_wait(
+            self._topic, value=value, key=key.encode() if key else None, partition=partition,
+            headers=headers or [],
+        )
+
+    async def send_many(self, events: Iterable[tuple[dict[str, Any], str]],
+                        partition: int | None = None) -> None:
+        futures = [
+            await self._producer.send(self._topic, value=json.dumps(event).encode(),
+                                      key=key.encode(), partition=partition)
+            for event, key in events
+        ]
+        await asyncio.gather(*futures)
+
+
+class Sandbox:
+    """The control API of `regen-sync sandbox`."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=10)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def fault(self, **rule: Any) -> None:
+        response = await self._http.post("/_sandbox/faults", json=rule)
+        response.raise_for_status()
+
+    async def clear_faults(self) -> None:
+        (await self._http.delete("/_sandbox/faults")).raise_for_status()
+
+    async def revoke_tokens(self) -> None:
+        (await self._http.post("/_sandbox/revoke-tokens")).raise_for_status()
+
+    async def requests(self, operation: str | None = None, match: str | None = None
+                       ) -> list[dict[str, Any]]:
+        params = {"operation": operation} if operation else {}
+        response = await self._http.get("/_sandbox/requests", params=params)
+        response.raise_for_status()
+        logged: list[dict[str, Any]] = response.json()
+        if match is not None:
+            logged = [r for r in logged if match in r["path"] or match in json.dumps(r["body"])]
+        return logged
