@@ -13,13 +13,14 @@ import socket
 import struct
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
-from aiokafka.errors import TopicAlreadyExistsError, for_code  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from service.devstack.process import ManagedProcess, free_port
 
@@ -75,8 +76,12 @@ class TansuBroker:
         storage_engine: str = DEFAULT_STORAGE_ENGINE,
         env: Mapping[str, str] | None = None,
         log_path: Path | str | None = None,
+        cluster_id: str | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
+        """``cluster_id`` defaults to one unique to this instance and kept across restarts;
+        pass a fixed one to reopen a persistent storage engine's data from an earlier run.
+        """
         self.binary = Path(binary) if binary is not None else default_binary()
         if not self.binary.is_file():
             raise TansuBinaryNotFoundError(
@@ -84,6 +89,7 @@ class TansuBroker:
             )
         self.port = port if port is not None else free_port()
         self.storage_engine = storage_engine
+        self.cluster_id = cluster_id or f"regen-sync-{uuid.uuid4().hex[:12]}"
         self.startup_timeout = startup_timeout
         if log_path is None:
             log_path = Path(tempfile.gettempdir()) / f"tansu-{self.port}.log"
@@ -92,6 +98,8 @@ class TansuBroker:
             [
                 str(self.binary),
                 "broker",
+                "--cluster-id",
+                self.cluster_id,
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
@@ -100,7 +108,8 @@ class TansuBroker:
                 storage_engine,
             ],
             log_path=Path(log_path),
-            env=env,
+            # Plain text in the log file rather than terminal colour codes.
+            env={"NO_COLOR": "1", **(env or {})},
         )
 
     @property
@@ -114,6 +123,13 @@ class TansuBroker:
     def start(self) -> None:
         """Spawn the broker and block until it answers a Kafka metadata request."""
         self.process.start()
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.process.terminate()
+            raise
+
+    def _wait_until_serving(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
@@ -123,15 +139,16 @@ class TansuBroker:
                     f"(port {self.port} taken?)\n{self.process.log_tail()}"
                 )
             try:
-                advertised = _metadata_broker_ports(_HOST, self.port, timeout=1.0)
+                cluster_id, ports = _metadata_identity(_HOST, self.port, timeout=1.0)
             except (OSError, struct.error) as exc:
                 last_error = exc
             else:
-                if self.port in advertised:
+                # Another broker already on the port would answer too, while ours fails to
+                # bind; only our own cluster id proves the answer came from our process.
+                if cluster_id == self.cluster_id and self.port in ports:
                     return
-                last_error = TansuError(f"metadata advertises ports {advertised}")
+                last_error = TansuError(f"answered by cluster {cluster_id!r}, ports {ports}")
             time.sleep(_PROBE_INTERVAL_S)
-        self.process.terminate()
         raise TansuError(
             f"tansu did not answer a metadata request on {self.bootstrap_servers} within "
             f"{self.startup_timeout}s (last error: {last_error})\n{self.process.log_tail()}"
@@ -192,15 +209,15 @@ class TansuBroker:
         self.stop()
 
 
-def _metadata_broker_ports(host: str, port: int, timeout: float) -> list[int]:
-    """Send a Metadata v0 request and return the ports of the brokers it advertises.
+def _metadata_identity(host: str, port: int, timeout: float) -> tuple[str | None, list[int]]:
+    """Send a Metadata v2 request; return the cluster id and the advertised broker ports.
 
     Plain sockets rather than aiokafka, so that ``start`` stays synchronous and also works
     when called from inside a running event loop.
     """
     correlation_id = 1
     client_id = b"regen-sync-devstack"
-    metadata_api_key, api_version, all_topics = 3, 0, 0
+    metadata_api_key, api_version, no_topics = 3, 2, 0
     request = struct.pack(
         f">hhih{len(client_id)}si",
         metadata_api_key,
@@ -208,7 +225,7 @@ def _metadata_broker_ports(host: str, port: int, timeout: float) -> list[int]:
         correlation_id,
         len(client_id),
         client_id,
-        all_topics,
+        no_topics,
     )
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(struct.pack(">i", len(request)) + request)
@@ -220,13 +237,21 @@ def _metadata_broker_ports(host: str, port: int, timeout: float) -> list[int]:
     ports: list[int] = []
     offset = 8
     for _ in range(broker_count):
-        # Each broker is: node_id int32, host (int16 length + bytes), port int32.
-        (host_length,) = struct.unpack_from(">h", response, offset + 4)
-        offset += 4 + 2 + host_length
+        _broker_host, offset = _read_string(response, offset + 4)  # after node_id
         (broker_port,) = struct.unpack_from(">i", response, offset)
-        offset += 4
+        _rack, offset = _read_string(response, offset + 4)
         ports.append(broker_port)
-    return ports
+    cluster_id, _ = _read_string(response, offset)
+    return cluster_id, ports
+
+
+def _read_string(buffer: bytes, offset: int) -> tuple[str | None, int]:
+    """A Kafka nullable string (int16 length, -1 for null); returns it and the next offset."""
+    (length,) = struct.unpack_from(">h", buffer, offset)
+    offset += 2
+    if length < 0:
+        return None, offset
+    return buffer[offset : offset + length].decode(), offset + length
 
 
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -11,6 +12,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 _POLL_INTERVAL_S = 0.05
+
+_running: set[ManagedProcess] = set()
+
+
+@atexit.register
+def _terminate_leftovers() -> None:
+    # A demo script that dies on an exception would otherwise leave its children running,
+    # holding their ports, with no one left who knows their PIDs.
+    for process in list(_running):
+        process.terminate(timeout=5.0)
 
 
 class ProcessError(RuntimeError):
@@ -40,7 +51,7 @@ class ManagedProcess:
         self,
         argv: Sequence[str],
         *,
-        log_path: Path,
+        log_path: Path | str,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> None:
@@ -48,7 +59,7 @@ class ManagedProcess:
         if not argv:
             raise ValueError("argv must not be empty")
         self.argv = list(argv)
-        self.log_path = log_path
+        self.log_path = Path(log_path)
         self.env = dict(env or {})
         self.cwd = cwd
         self._popen: subprocess.Popen[bytes] | None = None
@@ -69,6 +80,7 @@ class ManagedProcess:
                 env={**os.environ, **self.env},
                 cwd=self.cwd,
             )
+        _running.add(self)
 
     @property
     def pid(self) -> int:
@@ -133,6 +145,7 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self._popen.kill()
                 self._popen.wait()
+        _running.discard(self)
         return self._popen.returncode
 
     def kill(self) -> None:
@@ -142,6 +155,7 @@ class ManagedProcess:
         if self._popen.poll() is None:
             self._popen.kill()
             self._popen.wait()
+        _running.discard(self)
 
     def log_tail(self, n: int = 40) -> str:
         """The last ``n`` lines of the log file (all runs), for error messages."""
