@@ -31,20 +31,41 @@ CLIENT_ID, CLIENT_SECRET, API_TOKEN = "demo-client", "demo-client-secret", "demo
 
 def demo_events() -> list[tuple[str, bytes]]:
     def event(event_type: str, data: dict[str, Any]) -> bytes:
-        return json.dumps({
-            "specversion": "1.0", "id": f"demo-{uuid.uuid4().hex[:8]}",
-            "source": "urn:demo:billing-fixer", "type": event_type, "data": data,
-        }).encode()
+        return json.dumps(
+            {
+                "specversion": "1.0",
+                "id": f"demo-{uuid.uuid4().hex[:8]}",
+                "source": "urn:demo:billing-fixer",
+                "type": event_type,
+                "data": data,
+            }
+        ).encode()
 
     return [
-        ("INV-1001", event("billing.document.fixed",
-                           {"documentType": "Invoice", "documentNumber": "INV-1001"})),
-        ("A-S0001", event("booking.fixed", {"objectType": "Subscription",
-                                            "subscriptionName": "A-S0001",
-                                            "subscriptionVersion": 1})),
-        ("ACC-42", event("account.charges.fixed", {"accountId": "ACC-42",
-                                                   "invoiceDate": "2026-11-21",
-                                                   "targetDate": "2026-11-30"})),
+        (
+            "INV-1001",
+            event(
+                "billing.document.fixed", {"documentType": "Invoice", "documentNumber": "INV-1001"}
+            ),
+        ),
+        (
+            "A-S0001",
+            event(
+                "booking.fixed",
+                {
+                    "objectType": "Subscription",
+                    "subscriptionName": "A-S0001",
+                    "subscriptionVersion": 1,
+                },
+            ),
+        ),
+        (
+            "ACC-42",
+            event(
+                "account.charges.fixed",
+                {"accountId": "ACC-42", "invoiceDate": "2026-11-21", "targetDate": "2026-11-30"},
+            ),
+        ),
         ("BJO-2026-11", event("journal.fixed", {"journalId": "BJO-2026-11"})),
         # An unsafe journal id: refused before any request is made.
         ("bad", event("journal.fixed", {"journalId": "../../admin"})),
@@ -54,7 +75,9 @@ def demo_events() -> list[tuple[str, bytes]]:
 async def run_demo(bootstrap: str, service: ManagedProcess) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
-    partitions = [TopicPartition(TOPICS[name], 0) for name in ("succeeded", "failed", "dead_letter")]
+    partitions = [
+        TopicPartition(TOPICS[name], 0) for name in ("succeeded", "failed", "dead_letter")
+    ]
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
@@ -92,8 +115,10 @@ def describe(name: str, record: Any) -> str:
         return f"  key={record.key.decode()} original={record.value[:60]!r}… {headers}"
     data = json.loads(record.value)["data"]
     if name == "succeeded":
-        return (f"  {data['sourceEventType']:<24} → {data['operation']:<33} "
-                f"upstream={json.dumps(data['upstream'])}")
+        return (
+            f"  {data['sourceEventType']:<24} → {data['operation']:<33} "
+            f"upstream={json.dumps(data['upstream'])}"
+        )
     return f"  {data['reason']}: {data['message']}"
 
 
@@ -102,8 +127,20 @@ def main() -> int:
     broker = TansuBroker(log_path=workdir / "tansu.log")
     sandbox_port, http_port = free_port(), free_port()
     sandbox = ManagedProcess(
-        [sys.executable, "-m", "service", "sandbox", "--port", str(sandbox_port),
-         "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, "--api-token", API_TOKEN],
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "sandbox",
+            "--port",
+            str(sandbox_port),
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+            "--api-token",
+            API_TOKEN,
+        ],
         log_path=workdir / "sandbox.log",
     )
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
@@ -134,9 +171,11 @@ def main() -> int:
         service.wait_for_line('"partitions assigned"', timeout=60)
         print(f"regen-sync running; metrics on http://127.0.0.1:{http_port}/metrics")
         status = asyncio.run(run_demo(broker.bootstrap_servers, service))
-        results = [line for line in httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
-                   .splitlines() if line.startswith("regen_results_total") and
-                   not line.endswith(" 0.0")]
+        results = [
+            line
+            for line in httpx.get(f"http://127.0.0.1:{http_port}/metrics").text.splitlines()
+            if line.startswith("regen_results_total") and not line.endswith(" 0.0")
+        ]
         print("\n" + "\n".join(results))
         return status
     finally:

@@ -275,5 +275,3 @@ __all__ = [
     "ZuoraSettings",
     "load_settings",
 ]
-
-

@@ -87,43 +87,46 @@ def result_event(
 ) -> ResultEvent:
     """Describe an outcome as a CloudEvent. ``origin`` names the input record (topic/part/offset)
     and stands in for the event id when the input had none."""
-    match subject:
-        case RegenerationTask(event=event, operation=operation, object_key=object_key):
-            source_id, source_type = event.id, event.type
-            task_operation: Operation | None = operation
-            task_object: str | None = object_key
-            problems = None
-        case InvalidEvent(event_id=source_id, event_type=source_type):
-            task_operation = task_object = None
-            problems = list(subject.problems)
     result = outcome.result
-    result_type = REGENERATION_SUCCEEDED if isinstance(result, Succeeded) else REGENERATION_FAILED
-    result_id = str(
-        uuid.uuid5(_RESULT_ID_NAMESPACE, f"{source_id or origin}\n{task_operation}\n{result_type}")
-    )
-    common: dict[str, Any] = {
-        "sourceEventId": source_id,
-        "sourceEventType": source_type,
-        "operation": task_operation,
-        "objectKey": task_object,
+    if isinstance(subject, RegenerationTask):
+        event, operation = subject.event, subject.operation
+        common: dict[str, Any] = {
+            "sourceEventId": event.id,
+            "sourceEventType": event.type,
+            "operation": operation,
+            "objectKey": subject.object_key,
+            "attempts": outcome.attempts,
+        }
+        envelope: dict[str, Any] = {"source": source, "subject": subject.object_key, "time": now}
+        if isinstance(result, Succeeded):
+            return RegenerationSucceeded(
+                id=_result_id(event.id, operation, REGENERATION_SUCCEEDED),
+                data=RegenerationSucceededData(**common, upstream=dict(result.upstream)),
+                **envelope,
+            )
+        return RegenerationFailed(
+            id=_result_id(event.id, operation, REGENERATION_FAILED),
+            data=_failed_data(common, result, problems=None),
+            **envelope,
+        )
+    if isinstance(result, Succeeded):
+        raise ValueError("an invalid event cannot have succeeded")
+    common = {
+        "sourceEventId": subject.event_id,
+        "sourceEventType": subject.event_type,
+        "operation": None,
         "attempts": outcome.attempts,
     }
-    if isinstance(result, Succeeded):
-        assert task_operation is not None and source_id is not None
-        return RegenerationSucceeded(
-            id=result_id,
-            source=source,
-            subject=task_object,
-            time=now,
-            data=RegenerationSucceededData(**common, upstream=dict(result.upstream)),
-        )
     return RegenerationFailed(
-        id=result_id,
+        id=_result_id(subject.event_id or origin, None, REGENERATION_FAILED),
         source=source,
-        subject=task_object,
         time=now,
-        data=_failed_data(common, result, problems),
+        data=_failed_data(common, result, problems=list(subject.problems)),
     )
+
+
+def _result_id(source_id: str, operation: Operation | None, result_type: str) -> str:
+    return str(uuid.uuid5(_RESULT_ID_NAMESPACE, f"{source_id}\n{operation}\n{result_type}"))
 
 
 def _failed_data(

@@ -15,7 +15,8 @@ def kafka_security(settings: KafkaSettings) -> BaseSecurity | None:
     ssl_context = _ssl_context(settings) if settings.uses_tls else None
     if not settings.uses_sasl:
         return BaseSecurity(ssl_context=ssl_context, use_ssl=True) if ssl_context else None
-    assert settings.sasl_username is not None and settings.sasl_password is not None
+    assert settings.sasl_username is not None, "checked by KafkaSettings"
+    assert settings.sasl_password is not None, "checked by KafkaSettings"
     mechanism = {
         "PLAIN": SASLPlaintext,
         "SCRAM-SHA-256": SASLScram256,

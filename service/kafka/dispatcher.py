@@ -70,11 +70,11 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait for in-flight events; cancel what is left after ``timeout``. True if all ended."""
+    async def drain(self, grace_seconds: float) -> bool:
+        """Wait for in-flight events, cancel any left after the grace period; True if none was."""
         if not self._tasks:
             return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
         for task in pending:
             task.cancel()
         if pending:

@@ -93,6 +93,4 @@ class Metrics:
             self.commits.labels(outcome)
 
     def event_received(self, event_type: str | None) -> None:
-        self.events_received.labels(
-            event_type if event_type in EVENT_TYPES else UNKNOWN_TYPE
-        ).inc()
+        self.events_received.labels(event_type if event_type in EVENT_TYPES else UNKNOWN_TYPE).inc()

@@ -38,9 +38,22 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sandbox_url(logs_dir: Path) -> Iterator[str]:
     port = free_port()
     process = ManagedProcess(
-        [sys.executable, "-m", "service", "sandbox", "--port", str(port),
-         "--client-id", SANDBOX_CLIENT_ID, "--client-secret", SANDBOX_CLIENT_SECRET,
-         "--api-token", SANDBOX_API_TOKEN, "--concurrency-limit", "0"],
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "sandbox",
+            "--port",
+            str(port),
+            "--client-id",
+            SANDBOX_CLIENT_ID,
+            "--client-secret",
+            SANDBOX_CLIENT_SECRET,
+            "--api-token",
+            SANDBOX_API_TOKEN,
+            "--concurrency-limit",
+            "0",
+        ],
         log_path=logs_dir / "sandbox.log",
     )
     process.start()
@@ -86,8 +99,9 @@ def service_env(kafka_broker: TansuBroker, sandbox_url: str) -> Callable[..., di
 class ServiceProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
-        self.process = ManagedProcess([sys.executable, "-m", "service", "run"], env=env,
-                                      log_path=log_path)
+        self.process = ManagedProcess(
+            [sys.executable, "-m", "service", "run"], env=env, log_path=log_path
+        )
         self.http_url = f"http://127.0.0.1:{env['REGEN_HTTP__PORT']}"
 
     def start(self, wait_for_assignment: bool = True) -> None:

@@ -86,12 +86,15 @@ class ResultWatcher:
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False
+        )
         await consumer.start()
         partitions = []
         for topic in (self.topics.succeeded, self.topics.failed, self.topics.dead_letter):
-            for number in consumer.partitions_for_topic(topic) or await _partitions(consumer, topic):
+            for number in consumer.partitions_for_topic(topic) or await _partitions(
+                consumer, topic
+            ):
                 partitions.append(TopicPartition(topic, number))
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
@@ -117,8 +120,14 @@ class ResultWatcher:
             async with self._changed:
                 for records in batches.values():
                     for record in records:
-                        received = Received(record.topic, record.partition, record.offset,
-                                            record.key, record.value, dict(record.headers))
+                        received = Received(
+                            record.topic,
+                            record.partition,
+                            record.offset,
+                            record.key,
+                            record.value,
+                            dict(record.headers),
+                        )
                         if record.topic == self.topics.dead_letter:
                             self.dead_letters.append(received)
                         else:
@@ -142,20 +151,23 @@ class ResultWatcher:
             raise AssertionError(f"no result within {timeout}s for {missing[:10]}") from None
         return {event_id: self.results[event_id][0] for event_id in wanted}
 
-    async def wait_for_keys(self, keys: Iterable[bytes], timeout: float = 60
-                            ) -> dict[bytes, Received]:
+    async def wait_for_keys(
+        self, keys: Iterable[bytes], timeout: float = 60
+    ) -> dict[bytes, Received]:
         wanted = list(keys)
         try:
             async with asyncio.timeout(timeout), self._changed:
                 await self._changed.wait_for(
-                    lambda: all(self.results_by_key.get(key) for key in wanted))
+                    lambda: all(self.results_by_key.get(key) for key in wanted)
+                )
         except TimeoutError:
             missing = [key for key in wanted if not self.results_by_key.get(key)]
             raise AssertionError(f"no result within {timeout}s for keys {missing[:10]}") from None
         return {key: self.results_by_key[key][0] for key in wanted}
 
-    async def wait_for_dead_letters(self, count: int, predicate: Any, timeout: float = 60
-                                    ) -> list[Received]:
+    async def wait_for_dead_letters(
+        self, count: int, predicate: Any, timeout: float = 60
+    ) -> list[Received]:
         def matching() -> list[Received]:
             return [record for record in self.dead_letters if predicate(record)]
 
@@ -168,7 +180,7 @@ class ResultWatcher:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh in aiokafka
+    await consumer._client.force_metadata_update()
     partitions = consumer.partitions_for_topic(topic)
     assert partitions, f"topic {topic} does not exist"
     return set(partitions)
@@ -180,8 +192,9 @@ def _origin(received: Received) -> str:
 
 class EventSender:
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers,
-                                          enable_idempotence=False, acks="all")
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers, enable_idempotence=False, acks="all"
+        )
         self._topic = topic
 
     async def start(self) -> None:
@@ -190,20 +203,30 @@ class EventSender:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def send(self, event: dict[str, Any] | bytes, *, key: str | None = None,
-                   partition: int | None = None,
-                   headers: list[tuple[str, bytes]] | None = None) -> None:
+    async def send(
+        self,
+        event: dict[str, Any] | bytes,
+        *,
+        key: str | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         value = event if isinstance(event, bytes) else json.dumps(event).encode()
         await self._producer.send_and_wait(
-            self._topic, value=value, key=key.encode() if key else None, partition=partition,
+            self._topic,
+            value=value,
+            key=key.encode() if key else None,
+            partition=partition,
             headers=headers or [],
         )
 
-    async def send_many(self, events: Iterable[tuple[dict[str, Any], str]],
-                        partition: int | None = None) -> None:
+    async def send_many(
+        self, events: Iterable[tuple[dict[str, Any], str]], partition: int | None = None
+    ) -> None:
         futures = [
-            await self._producer.send(self._topic, value=json.dumps(event).encode(),
-                                      key=key.encode(), partition=partition)
+            await self._producer.send(
+                self._topic, value=json.dumps(event).encode(), key=key.encode(), partition=partition
+            )
             for event, key in events
         ]
         await asyncio.gather(*futures)
@@ -229,8 +252,9 @@ class Sandbox:
     async def revoke_tokens(self) -> None:
         (await self._http.post("/_sandbox/revoke-tokens")).raise_for_status()
 
-    async def requests(self, operation: str | None = None, match: str | None = None
-                       ) -> list[dict[str, Any]]:
+    async def requests(
+        self, operation: str | None = None, match: str | None = None
+    ) -> list[dict[str, Any]]:
         params = {"operation": operation} if operation else {}
         response = await self._http.get("/_sandbox/requests", params=params)
         response.raise_for_status()

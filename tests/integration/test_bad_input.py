@@ -13,16 +13,23 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
     "not-json": (b"\x00\xffthis is not json", "not JSON"),
     "json-not-cloudevent": (b'{"hello": "world"}', "not a CloudEvent 1.0"),
     "json-array": (b"[1,2,3]", "not a CloudEvent"),
-    "unknown-type": (json.dumps(new_event("invoice.deleted", {})).encode(),
-                     "unknown event type"),
+    "unknown-type": (json.dumps(new_event("invoice.deleted", {})).encode(), "unknown event type"),
     "schema-violation": (
         json.dumps(new_event("account.charges.fixed", {"accountId": "A1"})).encode(),
         "data.invoiceDate: Field required",
     ),
     "both-flags": (
-        json.dumps(new_event("booking.fixed", {
-            "objectType": "Subscription", "subscriptionId": "S1", "onlyReSend": True,
-            "reMigrate": True})).encode(),
+        json.dumps(
+            new_event(
+                "booking.fixed",
+                {
+                    "objectType": "Subscription",
+                    "subscriptionId": "S1",
+                    "onlyReSend": True,
+                    "reMigrate": True,
+                },
+            )
+        ).encode(),
         "onlyReSend and reMigrate cannot both be true",
     ),
     "unsafe-journal-id": (
@@ -55,7 +62,8 @@ async def test_every_bad_input_gets_a_failed_event_and_a_dead_letter(
         assert data["attempts"] == 0
         assert any(expected_problem in problem for problem in data["problems"]), (name, data)
         [dead] = await watcher.wait_for_dead_letters(
-            1, lambda r, key=keys[name]: r.key == key.encode())
+            1, lambda r, key=keys[name]: r.key == key.encode()
+        )
         assert dead.value == raw, name
         assert dead.headers["origin"] == name.encode()
         assert dead.headers["regen-error-reason"] == b"invalid_event"

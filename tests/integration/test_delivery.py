@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,10 @@ async def test_one_object_in_order_while_other_objects_overtake_it_in_the_same_p
 ) -> None:
     slow, fast = unique("BJO-slow"), unique("BJO-fast")
     await sandbox.fault(operation="journal", kind="latency", latencyMs=1500, times=1, match=slow)
-    slow_events = [new_event("journal.fixed", {"journalId": slow, "journal": {"notes": str(n)}})
-                   for n in range(3)]
+    slow_events = [
+        new_event("journal.fixed", {"journalId": slow, "journal": {"notes": str(n)}})
+        for n in range(3)
+    ]
     fast_event = new_event("journal.fixed", {"journalId": fast})
     for event in slow_events:
         await sender.send(event, key=slow, partition=0)
@@ -37,7 +40,7 @@ async def test_one_object_in_order_while_other_objects_overtake_it_in_the_same_p
     # The slow object's events reached the upstream one at a time, in order.
     calls = await sandbox.requests("journal", match=slow)
     assert [c["body"]["notes"] for c in calls] == ["0", "1", "2"]
-    for earlier, later in zip(calls, calls[1:], strict=False):
+    for earlier, later in itertools.pairwise(calls):
         assert later["received_at"] >= earlier["answered_at"]
 
 
@@ -75,8 +78,10 @@ async def test_sigkill_with_events_in_flight_loses_no_result(
         assert all(r.topic == topics.succeeded for r in results.values())
         assert watcher.dead_letters == []
         duplicates = sum(len(watcher.results[e["id"]]) - 1 for e in events)
-        print(f"\nkilled with {in_flight} in flight, {finished_before_kill} finished before; "
-              f"{duplicates} duplicate results after restart")
+        print(
+            f"\nkilled with {in_flight} in flight, {finished_before_kill} finished before; "
+            f"{duplicates} duplicate results after restart"
+        )
     finally:
         service.process.terminate()
         await sender.stop()
@@ -87,15 +92,18 @@ def _event_for(run: str, n: int) -> dict[str, Any]:
     object_id = f"{run}-{n % 40}"
     match n % 4:
         case 0:
-            return new_event("billing.document.fixed",
-                             {"documentType": "Invoice", "documentNumber": object_id})
+            return new_event(
+                "billing.document.fixed", {"documentType": "Invoice", "documentNumber": object_id}
+            )
         case 1:
-            return new_event("booking.fixed", {"objectType": "OrderLineItem",
-                                               "orderLineItemId": object_id})
+            return new_event(
+                "booking.fixed", {"objectType": "OrderLineItem", "orderLineItemId": object_id}
+            )
         case 2:
-            return new_event("account.charges.fixed", {"accountId": object_id,
-                                                       "invoiceDate": "2026-11-01",
-                                                       "targetDate": "2026-11-01"})
+            return new_event(
+                "account.charges.fixed",
+                {"accountId": object_id, "invoiceDate": "2026-11-01", "targetDate": "2026-11-01"},
+            )
         case _:
             return new_event("journal.fixed", {"journalId": object_id})
 

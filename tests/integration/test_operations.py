@@ -14,9 +14,15 @@ async def test_billing_document_fixed_regenerates_billing_transactions(
     invoice = unique("INV")
     event = new_event(
         "billing.document.fixed",
-        {"documentType": "Invoice", "documentId": invoice, "documentNumber": "INV-0001",
-         "onlyReSend": True, "reMigrate": False, "entityId": "entity-1",
-         "orgIds": ["org-1", "org-2"]},
+        {
+            "documentType": "Invoice",
+            "documentId": invoice,
+            "documentNumber": "INV-0001",
+            "onlyReSend": True,
+            "reMigrate": False,
+            "entityId": "entity-1",
+            "orgIds": ["org-1", "org-2"],
+        },
     )
     await sender.send(event, key=invoice)
 
@@ -55,8 +61,12 @@ async def test_booking_fixed_regenerates_booking_transactions(
     subscription = unique("A-S")
     event = new_event(
         "booking.fixed",
-        {"objectType": "Subscription", "subscriptionName": subscription,
-         "subscriptionVersion": 2, "onlyReSend": False},
+        {
+            "objectType": "Subscription",
+            "subscriptionName": subscription,
+            "subscriptionVersion": 2,
+            "onlyReSend": False,
+        },
     )
     await sender.send(event, key=subscription)
 
@@ -65,8 +75,11 @@ async def test_booking_fixed_regenerates_booking_transactions(
     [request] = await sandbox.requests("booking", match=subscription)
     assert request["path"] == "/v1/uno-regenerate/booking-transaction"
     assert request["query"] == {"onlyReSend": "false"}
-    assert request["body"] == {"type": "Subscription", "subscriptionName": subscription,
-                               "subscriptionVersion": 2}
+    assert request["body"] == {
+        "type": "Subscription",
+        "subscriptionName": subscription,
+        "subscriptionVersion": 2,
+    }
     assert "zuora-entity-ids" not in request["headers"]
     data = result.json()["data"]
     assert data["operation"] == "regenerate_booking_transactions"
@@ -91,8 +104,9 @@ async def test_account_charges_fixed_generates_an_invoice(
     assert request["query"] == {}
     assert request["body"] == {
         "type": "Invoice",
-        "objects": [{"AccountId": account, "InvoiceDate": "2026-11-01",
-                     "TargetDate": "2026-11-30"}],
+        "objects": [
+            {"AccountId": account, "InvoiceDate": "2026-11-01", "TargetDate": "2026-11-30"}
+        ],
     }
     data = result.json()["data"]
     assert data["operation"] == "generate_invoice"

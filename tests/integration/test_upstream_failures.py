@@ -11,12 +11,14 @@ pytestmark = pytest.mark.usefixtures("regen_service")
 
 
 def billing_event(document_id: str) -> dict[str, Any]:
-    return new_event("billing.document.fixed",
-                     {"documentType": "Invoice", "documentId": document_id})
+    return new_event(
+        "billing.document.fixed", {"documentType": "Invoice", "documentId": document_id}
+    )
 
 
-async def outcome_of(sender: EventSender, watcher: ResultWatcher, event: dict[str, Any],
-                     key: str) -> tuple[Received, dict[str, Any]]:
+async def outcome_of(
+    sender: EventSender, watcher: ResultWatcher, event: dict[str, Any], key: str
+) -> tuple[Received, dict[str, Any]]:
     await sender.send(event, key=key)
     result = (await watcher.wait_for([event["id"]]))[event["id"]]
     return result, result.json()["data"]
@@ -31,8 +33,13 @@ async def test_success_false_with_a_permanent_code_fails_without_retry(
     sender: EventSender, watcher: ResultWatcher, sandbox: Sandbox
 ) -> None:
     document = unique("INV")
-    await sandbox.fault(operation="billing", kind="success_false", code="53100320",
-                        message="Invoice is not posted", match=document)
+    await sandbox.fault(
+        operation="billing",
+        kind="success_false",
+        code="53100320",
+        message="Invoice is not posted",
+        match=document,
+    )
     event = billing_event(document)
 
     result, data = await outcome_of(sender, watcher, event, document)
@@ -42,8 +49,9 @@ async def test_success_false_with_a_permanent_code_fails_without_retry(
     assert data["retryable"] is False
     assert data["httpStatus"] == 200
     assert data["attempts"] == 1
-    assert data["upstreamError"]["reasons"] == [{"code": "53100320",
-                                                  "message": "Invoice is not posted"}]
+    assert data["upstreamError"]["reasons"] == [
+        {"code": "53100320", "message": "Invoice is not posted"}
+    ]
     assert len(await sandbox.requests("billing", match=document)) == 1
     dead = await dead_letter_of(watcher, document)
     assert dead.json() == event
@@ -56,10 +64,12 @@ async def test_success_false_with_a_transient_code_is_retried_with_the_same_key(
     sender: EventSender, watcher: ResultWatcher, sandbox: Sandbox
 ) -> None:
     subscription = unique("A-S")
-    await sandbox.fault(operation="booking", kind="success_false", code="53100050",
-                        times=2, match=subscription)
-    event = new_event("booking.fixed", {"objectType": "Subscription",
-                                        "subscriptionId": subscription})
+    await sandbox.fault(
+        operation="booking", kind="success_false", code="53100050", times=2, match=subscription
+    )
+    event = new_event(
+        "booking.fixed", {"objectType": "Subscription", "subscriptionId": subscription}
+    )
 
     result, data = await outcome_of(sender, watcher, event, subscription)
 
@@ -74,8 +84,9 @@ async def test_429_retry_after_is_honoured_with_the_same_idempotency_key(
     sender: EventSender, watcher: ResultWatcher, sandbox: Sandbox
 ) -> None:
     document = unique("CM")
-    await sandbox.fault(operation="billing", kind="status", status=429, retryAfter=1.5,
-                        times=1, match=document)
+    await sandbox.fault(
+        operation="billing", kind="status", status=429, retryAfter=1.5, times=1, match=document
+    )
     event = billing_event(document)
 
     result, data = await outcome_of(sender, watcher, event, document)
@@ -95,9 +106,10 @@ async def test_persistent_5xx_ends_in_retries_exhausted(
 ) -> None:
     account = unique("ACC")
     await sandbox.fault(operation="invoice", kind="status", status=503, match=account)
-    event = new_event("account.charges.fixed", {"accountId": account,
-                                                "invoiceDate": "2026-11-01",
-                                                "targetDate": "2026-11-01"})
+    event = new_event(
+        "account.charges.fixed",
+        {"accountId": account, "invoiceDate": "2026-11-01", "targetDate": "2026-11-01"},
+    )
 
     result, data = await outcome_of(sender, watcher, event, account)
 
@@ -114,17 +126,24 @@ async def test_invoice_success_false_is_a_failure_with_zuora_errors(
     sender: EventSender, watcher: ResultWatcher, sandbox: Sandbox
 ) -> None:
     account = unique("ACC")
-    await sandbox.fault(operation="invoice", kind="success_false", code="INVALID_VALUE",
-                        message="no charges to bill", match=account)
-    event = new_event("account.charges.fixed", {"accountId": account,
-                                                "invoiceDate": "2026-11-01",
-                                                "targetDate": "2026-11-01"})
+    await sandbox.fault(
+        operation="invoice",
+        kind="success_false",
+        code="INVALID_VALUE",
+        message="no charges to bill",
+        match=account,
+    )
+    event = new_event(
+        "account.charges.fixed",
+        {"accountId": account, "invoiceDate": "2026-11-01", "targetDate": "2026-11-01"},
+    )
 
     _, data = await outcome_of(sender, watcher, event, account)
 
     assert data["reason"] == "rejected"
-    assert data["upstreamError"]["Errors"] == [{"Code": "INVALID_VALUE",
-                                                 "Message": "no charges to bill"}]
+    assert data["upstreamError"]["Errors"] == [
+        {"Code": "INVALID_VALUE", "Message": "no charges to bill"}
+    ]
 
 
 async def test_unknown_journal_is_not_found_and_not_retried(

@@ -3,17 +3,44 @@
 import pytest
 
 from service.domain import Failed, FailureReason, TransientFailure
-from service.domain.outcomes import classify_http_error, classify_zuora_refusal, is_transient_zuora_code
+from service.domain.outcomes import (
+    classify_http_error,
+    classify_zuora_refusal,
+    is_transient_zuora_code,
+)
 
 
-@pytest.mark.parametrize("code", ["53100050", "53100060", "53100061", "50000070", "58730099",
-                                  "LOCK_COMPETITION", "TEMPORARY_ERROR"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "53100050",
+        "53100060",
+        "53100061",
+        "50000070",
+        "58730099",
+        "LOCK_COMPETITION",
+        "TEMPORARY_ERROR",
+    ],
+)
 def test_transient_zuora_codes(code: str) -> None:
     assert is_transient_zuora_code(code)
 
 
-@pytest.mark.parametrize("code", ["53100320", "53100010", "53100011", "53100020", "53100030",
-                                  "53100040", "53100045", "53100090", "INVALID_VALUE", ""])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "53100320",
+        "53100010",
+        "53100011",
+        "53100020",
+        "53100030",
+        "53100040",
+        "53100045",
+        "53100090",
+        "INVALID_VALUE",
+        "",
+    ],
+)
 def test_permanent_zuora_codes(code: str) -> None:
     assert not is_transient_zuora_code(code)
 
@@ -34,9 +61,13 @@ def test_idempotent_upstream_retries_transient_statuses(status: int) -> None:
 
 @pytest.mark.parametrize(
     ("status", "reason"),
-    [(400, FailureReason.REJECTED), (401, FailureReason.UNAUTHORIZED),
-     (403, FailureReason.FORBIDDEN), (404, FailureReason.NOT_FOUND),
-     (422, FailureReason.IDEMPOTENCY_CONFLICT)],
+    [
+        (400, FailureReason.REJECTED),
+        (401, FailureReason.UNAUTHORIZED),
+        (403, FailureReason.FORBIDDEN),
+        (404, FailureReason.NOT_FOUND),
+        (422, FailureReason.IDEMPOTENCY_CONFLICT),
+    ],
 )
 def test_idempotent_upstream_permanent_statuses(status: int, reason: FailureReason) -> None:
     result = classify_http_error(status, {}, idempotent=True)

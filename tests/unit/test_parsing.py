@@ -46,8 +46,12 @@ def invalid(raw: bytes) -> InvalidEvent:
         (
             cloud_event(
                 "billing.document.fixed",
-                {"documentType": "Invoice", "documentId": "a", "onlyReSend": True,
-                 "reMigrate": True},
+                {
+                    "documentType": "Invoice",
+                    "documentId": "a",
+                    "onlyReSend": True,
+                    "reMigrate": True,
+                },
             ),
             "onlyReSend and reMigrate cannot both be true",
         ),
@@ -60,8 +64,10 @@ def invalid(raw: bytes) -> InvalidEvent:
             "Subscription needs subscriptionId or subscriptionName + subscriptionVersion",
         ),
         (
-            cloud_event("account.charges.fixed", {"accountId": "A", "invoiceDate": "soon",
-                                                  "targetDate": "2026-01-01"}),
+            cloud_event(
+                "account.charges.fixed",
+                {"accountId": "A", "invoiceDate": "soon", "targetDate": "2026-01-01"},
+            ),
             "data.invoiceDate",
         ),
         (
@@ -69,8 +75,9 @@ def invalid(raw: bytes) -> InvalidEvent:
             "documentID: Extra inputs are not permitted",
         ),
         (
-            cloud_event("billing.document.fixed", {"documentType": "Invoice",
-                                                   "documentId": "a\x00b"}),
+            cloud_event(
+                "billing.document.fixed", {"documentType": "Invoice", "documentId": "a\x00b"}
+            ),
             "data.documentId",
         ),
     ],
@@ -99,21 +106,30 @@ def test_unreadable_id_is_not_reported_as_the_event_id() -> None:
 def test_each_type_maps_to_its_operation_and_object() -> None:
     cases = [
         (
-            cloud_event("billing.document.fixed",
-                        {"documentType": "CreditMemo", "documentNumber": "CM-1"}),
+            cloud_event(
+                "billing.document.fixed", {"documentType": "CreditMemo", "documentNumber": "CM-1"}
+            ),
             Operation.REGENERATE_BILLING_TRANSACTIONS,
             "CreditMemo:number=CM-1",
         ),
         (
-            cloud_event("booking.fixed", {"objectType": "Subscription",
-                                          "subscriptionName": "A-S1", "subscriptionVersion": 3,
-                                          "entityId": "e1"}),
+            cloud_event(
+                "booking.fixed",
+                {
+                    "objectType": "Subscription",
+                    "subscriptionName": "A-S1",
+                    "subscriptionVersion": 3,
+                    "entityId": "e1",
+                },
+            ),
             Operation.REGENERATE_BOOKING_TRANSACTIONS,
             "e1/Subscription:name=A-S1",
         ),
         (
-            cloud_event("account.charges.fixed", {"accountId": "A1", "invoiceDate": "2026-01-02",
-                                                  "targetDate": "2026-01-31"}),
+            cloud_event(
+                "account.charges.fixed",
+                {"accountId": "A1", "invoiceDate": "2026-01-02", "targetDate": "2026-01-31"},
+            ),
             Operation.GENERATE_INVOICE,
             "Account:A1",
         ),
@@ -133,8 +149,9 @@ def test_each_type_maps_to_its_operation_and_object() -> None:
 def test_idempotency_key_is_stable_per_event_and_operation_and_fits_zuora() -> None:
     raw = cloud_event("journal.fixed", {"journalId": "J-1"}, id="x" * 255)
     first, again = (plan(parse_event(raw, max_bytes=LIMIT)) for _ in range(2))  # type: ignore[arg-type]
-    other = plan(parse_event(cloud_event("journal.fixed", {"journalId": "J-1"}, id="y"),
-                             max_bytes=LIMIT))  # type: ignore[arg-type]
+    other = plan(
+        parse_event(cloud_event("journal.fixed", {"journalId": "J-1"}, id="y"), max_bytes=LIMIT)
+    )  # type: ignore[arg-type]
     assert first.idempotency_key == again.idempotency_key
     assert first.idempotency_key != other.idempotency_key
     assert len(first.idempotency_key) <= 255
@@ -142,18 +159,24 @@ def test_idempotency_key_is_stable_per_event_and_operation_and_fits_zuora() -> N
 
 def test_valid_events_are_typed() -> None:
     booking = parse_event(
-        cloud_event("booking.fixed", {"objectType": "OrderLineItem", "orderNumber": "O-1",
-                                      "itemNumber": "2"}),
+        cloud_event(
+            "booking.fixed",
+            {"objectType": "OrderLineItem", "orderNumber": "O-1", "itemNumber": "2"},
+        ),
         max_bytes=LIMIT,
     )
     assert isinstance(booking, BookingFixed)
-    journal = parse_event(cloud_event("journal.fixed", {"journalId": "J-1",
-                                                        "journal": {"notes": "n"}}),
-                          max_bytes=LIMIT)
+    journal = parse_event(
+        cloud_event("journal.fixed", {"journalId": "J-1", "journal": {"notes": "n"}}),
+        max_bytes=LIMIT,
+    )
     assert isinstance(journal, JournalFixed)
     assert journal.data.journal == {"notes": "n"}
-    account = parse_event(cloud_event("account.charges.fixed", {"accountId": "A",
-                                                                "invoiceDate": "2026-01-02",
-                                                                "targetDate": "2026-01-31"}),
-                          max_bytes=LIMIT)
+    account = parse_event(
+        cloud_event(
+            "account.charges.fixed",
+            {"accountId": "A", "invoiceDate": "2026-01-02", "targetDate": "2026-01-31"},
+        ),
+        max_bytes=LIMIT,
+    )
     assert isinstance(account, AccountChargesFixed)
