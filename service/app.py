@@ -4,6 +4,7 @@ every part; errors in the assembly surface here, before anything connects."""
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.specification import AsyncAPI
 from prometheus_client import make_asgi_app
 
 from service.config import Settings, UpstreamHttpSettings
@@ -152,6 +154,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         on_startup=[start_clients],
         after_startup=[after_start],
         on_shutdown=[stop_gracefully],
+        specification=AsyncAPI(
+            title=APP_TITLE,
+            version=version("regen-sync"),
+            description="Consumes 'data fixed' CloudEvents, calls the matching Zuora or "
+            "SoftwareOne regeneration operation, publishes regeneration.succeeded or "
+            "regeneration.failed (and dead-letters every failure).",
+        ),
     )
 
 

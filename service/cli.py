@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from service.config import ConfigurationError, load_settings
 from service.observability import configure_logging
@@ -35,10 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--concurrency-limit", type=int, default=40, help="Zuora requests at once; 0 = no limit"
     )
     sandbox.add_argument("--token-ttl-seconds", type=int, default=3600)
+    schemas = commands.add_parser(
+        "schemas", help="write the JSON Schemas and the AsyncAPI document generated from the code"
+    )
+    schemas.add_argument("--dir", default="schemas", help="target directory")
     arguments = parser.parse_args(argv)
 
     if arguments.command == "run":
         return _run()
+    if arguments.command == "schemas":
+        from service.schemas import write_schemas
+
+        for path in write_schemas(Path(arguments.dir)):
+            print(path)
+        return 0
     return _sandbox(arguments)
 
 

@@ -247,9 +247,8 @@ class ConfigurationError(Exception):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-def _variable_name(location: tuple[int | str, ...]) -> str:
-    fields = [str(part) for part in location if isinstance(part, str)]
-    return ENV_PREFIX + NESTED_DELIMITER.join(field.upper() for field in fields)
+def _variable_name(location: tuple[str, ...]) -> str:
+    return ENV_PREFIX + NESTED_DELIMITER.join(field.upper() for field in location)
 
 
 def load_settings() -> Settings:
@@ -260,8 +259,22 @@ def load_settings() -> Settings:
         problems = []
         for detail in error.errors(include_input=False, include_url=False):
             # Secret values never reach this message: inputs are excluded above.
-            problems.append(f"{_variable_name(tuple(detail['loc']))}: {detail['msg']}")
+            for location in _missing_leaves(tuple(detail["loc"]), detail["type"]):
+                problems.append(f"{_variable_name(location)}: {detail['msg']}")
         raise ConfigurationError(problems) from None
+
+
+def _missing_leaves(location: tuple[int | str, ...], error_type: str) -> list[tuple[str, ...]]:
+    """A whole missing section is reported as the variables it needs, which is what to set."""
+    section = Settings.model_fields.get(str(location[0])) if len(location) == 1 else None
+    model = section.annotation if section is not None else None
+    if error_type != "missing" or not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return [tuple(str(part) for part in location if isinstance(part, str))]
+    return [
+        (str(location[0]), name)
+        for name, field in model.model_fields.items()
+        if field.is_required()
+    ]
 
 
 __all__ = [

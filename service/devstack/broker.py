@@ -1,9 +1,17 @@
 """A local Tansu broker (Kafka protocol, no Docker) for the demo, the tests and benchmarks.
 
-The binary comes from ``scripts/fetch_tansu.py``. Tansu quirks clients must respect:
-aiokafka's idempotent producer and transactions fail (use ``enable_idempotence=False``),
-a consumer-group join takes about 5 s, and any metadata request naming an unknown topic
-auto-creates it with 4 partitions, so create topics explicitly before producing to them.
+The binary comes from ``scripts/fetch_tansu.py``. Tansu 0.6.0 quirks clients must respect
+(checked with aiokafka 0.14 in tests/integration/test_tansu_broker.py):
+
+- InitProducerId fails, so the idempotent producer and transactions cannot be used
+  (``enable_idempotence=False``, aiokafka's default).
+- JoinGroup answers after about half the consumer's session timeout, rounded up to whole
+  seconds: 5 s with the default 10 s session timeout.
+- A group's first generation is 0 and aiokafka sends LeaveGroup only from generation 1, so
+  the first member to stop lingers until its session expires and the next member's join
+  waits for that (about 18 s with default settings); later generations leave cleanly.
+- Any metadata request naming an unknown topic creates it with 4 partitions, so create
+  topics explicitly before producing to or subscribing to them.
 """
 
 from __future__ import annotations

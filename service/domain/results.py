@@ -22,9 +22,13 @@ _RESULT_ID_NAMESPACE = uuid.UUID("6f0b7c1e-2a41-4c0e-9a55-0d7f3c2b9e10")
 class _ResultData(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    sourceEventId: str | None = Field(description="id of the input event, when it had one.")
+    sourceEventId: str | None = Field(
+        default=None, description="id of the input event, when it had one."
+    )
     sourceEventType: str | None = None
-    operation: Operation | None = Field(description="The upstream operation, when known.")
+    operation: Operation | None = Field(
+        default=None, description="The upstream operation, when known."
+    )
     objectKey: str | None = Field(
         default=None, description="The business object; events for one object run in order."
     )

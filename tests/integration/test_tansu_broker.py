@@ -108,6 +108,7 @@ async def test_committed_offsets_survive_across_consumers(kafka_broker: TansuBro
             assert await first.committed(tp) == offset
 
     expected_rest = sorted((p, o) for p, o in sent if o >= commit[TopicPartition(topic, p)])
+    # This join takes about 7 s: the first member, of generation 0, did not leave the group.
     async with group_consumer(kafka_broker, topic, group) as second:
         for tp, offset in commit.items():
             assert await second.committed(tp) == offset
