@@ -4,6 +4,7 @@ every part; errors in the assembly surface here, before anything connects."""
 from __future__ import annotations
 
 import json
+import logging
 from importlib.metadata import version
 from typing import Any
 
@@ -36,8 +37,12 @@ APP_TITLE = "regen-sync"
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastStream:
     metrics = metrics or Metrics()
+    faststream_logger = logging.getLogger("regen_sync.faststream")
     broker = KafkaBroker(
         settings.kafka.bootstrap_server_list,
+        # FastStream logs through the service's JSON logging; per-message lines only at DEBUG.
+        logger=faststream_logger,
+        log_level=logging.DEBUG,
         security=kafka_security(settings.kafka),
         client_id=settings.kafka.client_id,
         enable_idempotence=settings.kafka.enable_idempotence,
@@ -154,6 +159,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         on_startup=[start_clients],
         after_startup=[after_start],
         on_shutdown=[stop_gracefully],
+        logger=faststream_logger,
         specification=AsyncAPI(
             title=APP_TITLE,
             version=version("regen-sync"),

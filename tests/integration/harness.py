@@ -7,7 +7,7 @@ import contextlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,15 @@ def new_event(event_type: str, data: dict[str, Any], **extra: Any) -> dict[str, 
         "datacontenttype": "application/json",
         "data": data,
     } | extra
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 15) -> None:
+    """For state that has no event to await (a metric, a file): poll until it holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await asyncio.to_thread(condition):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition still false after {timeout}s")
+        await asyncio.sleep(0.1)
 
 
 def unique(prefix: str) -> str:

@@ -1,0 +1,80 @@
+"""What operators see: metrics without ids, JSON logs with event coordinates, no secrets."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from conftest import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, ServiceProcess
+from harness import EventSender, ResultWatcher, eventually, new_event, unique
+
+
+async def test_metrics_logs_and_health(
+    regen_service: ServiceProcess, sender: EventSender, watcher: ResultWatcher
+) -> None:
+    document = unique("INV")
+    event = new_event(
+        "billing.document.fixed", {"documentType": "Invoice", "documentNumber": document}
+    )
+    bad_key = unique("bad")
+    await sender.send(event, key=document)
+    await sender.send(b"not json", key=bad_key)
+    await watcher.wait_for([event["id"]])
+    await watcher.wait_for_keys([bad_key.encode()])
+
+    assert httpx.get(f"{regen_service.http_url}/health/live").status_code == 200
+    ready = httpx.get(f"{regen_service.http_url}/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"consuming": True, "brokerReachable": True}
+
+    metrics = regen_service.metrics()
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert (
+        samples[
+            'regen_results_total{operation="regenerate_billing_transactions",'
+            'outcome="succeeded",reason=""}'
+        ]
+        >= 1
+    )
+    assert (
+        samples['regen_results_total{operation="none",outcome="failed",reason="invalid_event"}']
+        >= 1
+    )
+    assert samples['regen_events_received_total{type="billing.document.fixed"}'] >= 1
+    assert (
+        samples[
+            'regen_upstream_requests_total{operation="regenerate_billing_transactions",'
+            'outcome="succeeded"}'
+        ]
+        >= 1
+    )
+    assert (
+        samples[
+            "regen_upstream_request_duration_seconds_count{"
+            'operation="regenerate_billing_transactions"}'
+        ]
+        >= 1
+    )
+    assert samples['regen_dead_letters_total{reason="invalid_event"}'] >= 1
+    assert samples['regen_token_refreshes_total{outcome="success"}'] >= 1
+    assert "regen_events_in_flight" in samples
+    commits = 'regen_offset_commits_total{outcome="success"}'
+    assert commits in samples
+    await eventually(lambda: f"{commits} 0.0" not in regen_service.metrics())
+    assert any(name.startswith("regen_faststream_received_messages_total") for name in samples)
+    for secret_or_id in (event["id"], document, SANDBOX_CLIENT_SECRET, SANDBOX_API_TOKEN):
+        assert secret_or_id not in metrics
+
+    log_text = regen_service.process.log_path.read_text()
+    lines = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    [succeeded] = [line for line in lines if line.get("event_id") == event["id"]]
+    assert succeeded["message"] == "regeneration succeeded"
+    assert succeeded["operation"] == "regenerate_billing_transactions"
+    assert succeeded["type"] == "billing.document.fixed"
+    assert {"topic", "partition", "offset", "level", "time"} <= succeeded.keys()
+    for secret in (SANDBOX_CLIENT_SECRET, SANDBOX_API_TOKEN, "Bearer "):
+        assert secret not in log_text

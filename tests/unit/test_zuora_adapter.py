@@ -1,0 +1,173 @@
+"""The Zuora adapter against an in-process HTTP double: wire format, tokens, answers.
+
+(The same behaviours are proven end to end against the sandbox in tests/integration.)
+"""
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from service.config import ZuoraSettings
+from service.domain import (
+    Failed,
+    FailureReason,
+    RegenerationTask,
+    Succeeded,
+    TransientFailure,
+    parse_event,
+    plan,
+)
+from service.domain.parsing import InvalidEvent
+from service.observability import Metrics
+from service.upstream import ZuoraClient, ZuoraTokens, zuora_request
+from service.upstream.zuora import track_id
+
+SETTINGS = ZuoraSettings.model_validate(
+    {"base_url": "https://zuora.test", "client_id": "id", "client_secret": "real-secret"}
+)
+
+
+def task_for(event_type: str, data: dict[str, Any], event_id: str = "evt-1") -> RegenerationTask:
+    raw = json.dumps(
+        {"specversion": "1.0", "id": event_id, "source": "s", "type": event_type, "data": data}
+    ).encode()
+    event = parse_event(raw, max_bytes=100_000)
+    assert not isinstance(event, InvalidEvent), event
+    return plan(event)
+
+
+def test_track_id_is_sanitised_and_bounded() -> None:
+    assert track_id("evt:1;'x\" ü") == "evt_1__x___"
+    assert len(track_id("a" * 300)) == 64
+
+
+def test_billing_request_supports_the_older_document_id_field() -> None:
+    task = task_for("billing.document.fixed", {"documentType": "Invoice", "documentId": "D1"})
+    assert zuora_request(task).body == {"type": "Invoice", "id": "D1"}
+    assert zuora_request(task, billing_id_field="documentId").body == {
+        "type": "Invoice",
+        "documentId": "D1",
+    }
+
+
+def test_booking_request_sends_only_given_identifiers_and_flags() -> None:
+    task = task_for(
+        "booking.fixed",
+        {"objectType": "DynamicUsageCharge", "chargeNumber": "C-9", "reMigrate": True},
+    )
+    request = zuora_request(task)
+    assert request.path == "/v1/uno-regenerate/booking-transaction"
+    assert request.body == {"type": "DynamicUsageCharge", "chargeNumber": "C-9"}
+    assert request.query == {"reMigrate": "true"}
+    assert request.headers["Idempotency-Key"] == task.idempotency_key
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def client_with(handler: Handler) -> tuple[ZuoraClient, Metrics]:
+    metrics = Metrics()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return ZuoraClient(SETTINGS, http, ZuoraTokens(SETTINGS, http, metrics), metrics), metrics
+
+
+def token_answer(token: str = "T1") -> httpx.Response:
+    return httpx.Response(200, json={"access_token": token, "expires_in": 3600})
+
+
+BOOKING = ("booking.fixed", {"objectType": "Subscription", "subscriptionId": "S1"})
+
+
+async def test_success_false_carries_reasons_and_tracking() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return token_answer()
+        return httpx.Response(
+            200,
+            json={
+                "success": False,
+                "processId": "P1",
+                "reasons": [{"code": "53100320", "message": "no"}],
+            },
+            headers={"Zuora-Request-Id": "R1"},
+        )
+
+    client, _ = client_with(handler)
+    result = await client.attempt(task_for(*BOOKING))
+    assert isinstance(result, Failed)
+    assert result.reason is FailureReason.REJECTED
+    assert result.details == {
+        "reasons": [{"code": "53100320", "message": "no"}],
+        "requestId": "R1",
+        "processId": "P1",
+    }
+
+
+async def test_unreadable_200_is_transient_because_the_key_makes_repeating_safe() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return token_answer()
+        return httpx.Response(200, text="<html>gateway</html>")
+
+    client, _ = client_with(handler)
+    assert isinstance(await client.attempt(task_for(*BOOKING)), TransientFailure)
+
+
+async def test_concurrent_401s_share_one_token_refresh() -> None:
+    tokens_issued = 0
+    valid = "T1"
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal tokens_issued, valid
+        if request.url.path == "/oauth/token":
+            tokens_issued += 1
+            await asyncio.sleep(0.01)
+            valid = f"T{tokens_issued}"
+            return token_answer(valid)
+        if request.headers["Authorization"] != f"Bearer {valid}":
+            return httpx.Response(401, json={"success": False})
+        return httpx.Response(200, json={"success": True, "idList": ["x"]})
+
+    metrics = Metrics()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    tokens = ZuoraTokens(SETTINGS, http, metrics)
+    client = ZuoraClient(SETTINGS, http, tokens, metrics)
+    assert isinstance(await client.attempt(task_for(*BOOKING)), Succeeded)
+    valid = "revoked-by-zuora"  # every cached token is now refused
+
+    results = await asyncio.gather(*(client.attempt(task_for(*BOOKING)) for _ in range(50)))
+
+    assert all(isinstance(result, Succeeded) for result in results)
+    assert tokens_issued == 2
+
+
+async def test_bad_client_credentials_are_a_permanent_unauthorized() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "invalid_client"})
+
+    client, metrics = client_with(handler)
+    result = await client.attempt(task_for(*BOOKING))
+    assert isinstance(result, Failed)
+    assert result.reason is FailureReason.UNAUTHORIZED
+    assert metrics.token_refreshes.labels("failure")._value.get() == 1
+
+
+async def test_token_endpoint_overload_is_transient() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "3"})
+
+    client, _ = client_with(handler)
+    assert isinstance(await client.attempt(task_for(*BOOKING)), TransientFailure)
+
+
+async def test_network_failure_is_transient_and_secret_is_not_in_the_message() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    client, _ = client_with(handler)
+    result = await client.attempt(task_for(*BOOKING))
+    assert isinstance(result, TransientFailure)
+    assert "real-secret" not in result.message
