@@ -22,8 +22,10 @@ async def test_metrics_logs_and_health(
     await watcher.wait_for([event["id"]])
     await watcher.wait_for_keys([bad_key.encode()])
 
-    assert httpx.get(f"{regen_service.http_url}/health/live").status_code == 200
-    ready = httpx.get(f"{regen_service.http_url}/health/ready")
+    async with httpx.AsyncClient(base_url=regen_service.http_url) as http:
+        live = await http.get("/health/live")
+        ready = await http.get("/health/ready")
+    assert live.status_code == 200
     assert ready.status_code == 200
     assert ready.json() == {"consuming": True, "brokerReachable": True}
 

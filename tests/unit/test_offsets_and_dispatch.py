@@ -46,7 +46,7 @@ def test_a_ticket_from_a_revoked_assignment_changes_nothing() -> None:
 async def test_same_key_runs_in_order_and_other_keys_overtake() -> None:
     tracker = OffsetTracker()
     dispatcher = Dispatcher(tracker, Metrics(), max_in_flight=10, concurrency=10)
-    release_first = asyncio.Event()
+    release_first, b1_done = asyncio.Event(), asyncio.Event()
     log: list[str] = []
 
     def work(name: str, gate: asyncio.Event | None = None):  # type: ignore[no-untyped-def]
@@ -55,14 +55,15 @@ async def test_same_key_runs_in_order_and_other_keys_overtake() -> None:
             if gate is not None:
                 await gate.wait()
             log.append(f"end {name}")
+            if name == "B1":
+                b1_done.set()
 
         return run
 
     await dispatcher.submit(P0, 0, "A", work("A1", release_first))
     await dispatcher.submit(P0, 1, "A", work("A2"))
     await dispatcher.submit(P0, 2, "B", work("B1"))
-    while "end B1" not in log:
-        await asyncio.sleep(0)
+    await asyncio.wait_for(b1_done.wait(), 5)
     assert log == ["start A1", "start B1", "end B1"]
     assert tracker.commit_positions() == {P0: 0}
     release_first.set()
