@@ -100,7 +100,6 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             tracker,
             metrics,
             max_in_flight=settings.processing.max_in_flight,
-            concurrency=settings.processing.concurrency,
         ),
         tracker,
         metrics,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 
@@ -42,6 +43,9 @@ class Regenerator:
         self._clients = clients
         self._settings = settings
         self._metrics = metrics
+        # Held for one attempt only: an event waiting out a backoff or Retry-After must not
+        # keep other objects' events from the upstream.
+        self._call_slots = asyncio.Semaphore(settings.concurrency)
         # Full jitter keeps a storm of retries from arriving at the upstream together.
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_initial_seconds, max=settings.backoff_max_seconds
@@ -69,7 +73,8 @@ class Regenerator:
         return Outcome(result, attempts)
 
     async def _attempt(self, client: UpstreamClient, task: RegenerationTask) -> AttemptResult:
-        result = await client.attempt(task)
+        async with self._call_slots:
+            result = await client.attempt(task)
         self._metrics.upstream_requests.labels(task.operation, _ATTEMPT_OUTCOME[type(result)]).inc()
         return result
 

@@ -1,7 +1,8 @@
 """Runs events concurrently across objects, in order within an object, with bounded memory.
 
 ``submit`` is awaited by the consume loop: when ``max_in_flight`` events are unfinished it
-does not return, so the loop stops fetching until one finishes (backpressure). Events with
+does not return, so the loop stops fetching until one finishes (backpressure). How many
+upstream calls run at once is the Regenerator's business, not this one's. Events with
 the same ordering key form a chain; each waits for its predecessor, so one slow object
 holds back only its own events, not its partition.
 """
@@ -21,13 +22,10 @@ Work = Callable[[], Awaitable[None]]
 
 
 class Dispatcher:
-    def __init__(
-        self, tracker: OffsetTracker, metrics: Metrics, *, max_in_flight: int, concurrency: int
-    ) -> None:
+    def __init__(self, tracker: OffsetTracker, metrics: Metrics, *, max_in_flight: int) -> None:
         self._tracker = tracker
         self._metrics = metrics
         self._window = asyncio.Semaphore(max_in_flight)
-        self._concurrency = asyncio.Semaphore(concurrency)
         self._chain_tails: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -49,8 +47,7 @@ class Dispatcher:
             if predecessor is not None:
                 # Wait for it to end however it ends; its failure is its own outcome.
                 await asyncio.wait([predecessor])
-            async with self._concurrency:
-                await work()
+            await work()
             # Only a completed event is committable; a cancelled one is read again.
             self._tracker.finished(ticket)
         except asyncio.CancelledError:

@@ -45,7 +45,7 @@ def test_a_ticket_from_a_revoked_assignment_changes_nothing() -> None:
 
 async def test_same_key_runs_in_order_and_other_keys_overtake() -> None:
     tracker = OffsetTracker()
-    dispatcher = Dispatcher(tracker, Metrics(), max_in_flight=10, concurrency=10)
+    dispatcher = Dispatcher(tracker, Metrics(), max_in_flight=10)
     release_first, b1_done = asyncio.Event(), asyncio.Event()
     log: list[str] = []
 
@@ -73,7 +73,7 @@ async def test_same_key_runs_in_order_and_other_keys_overtake() -> None:
 
 
 async def test_a_full_window_holds_the_consume_loop_back() -> None:
-    dispatcher = Dispatcher(OffsetTracker(), Metrics(), max_in_flight=2, concurrency=2)
+    dispatcher = Dispatcher(OffsetTracker(), Metrics(), max_in_flight=2)
     gate = asyncio.Event()
 
     async def blocked() -> None:
@@ -91,7 +91,7 @@ async def test_a_full_window_holds_the_consume_loop_back() -> None:
 
 async def test_work_cut_off_by_shutdown_is_not_committable() -> None:
     tracker = OffsetTracker()
-    dispatcher = Dispatcher(tracker, Metrics(), max_in_flight=5, concurrency=5)
+    dispatcher = Dispatcher(tracker, Metrics(), max_in_flight=5)
 
     async def never_ends() -> None:
         await asyncio.Event().wait()

@@ -1,0 +1,103 @@
+"""The retry loop: attempts counted, Retry-After obeyed, call slots free while waiting."""
+
+import asyncio
+import json
+
+from service.config import ProcessingSettings
+from service.domain import (
+    AttemptResult,
+    Failed,
+    FailureReason,
+    RegenerationTask,
+    Succeeded,
+    TransientFailure,
+    Upstream,
+    parse_event,
+    plan,
+)
+from service.domain.parsing import InvalidEvent
+from service.observability import Metrics
+from service.regeneration import Regenerator
+
+
+def journal_task(journal_id: str) -> RegenerationTask:
+    raw = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": journal_id,
+            "source": "s",
+            "type": "journal.fixed",
+            "data": {"journalId": journal_id},
+        }
+    ).encode()
+    event = parse_event(raw, max_bytes=10_000)
+    assert not isinstance(event, InvalidEvent)
+    return plan(event)
+
+
+class ScriptedUpstream:
+    """Answers each journal id from its own script of results, logging every call."""
+
+    def __init__(self, scripts: dict[str, list[AttemptResult]]) -> None:
+        self.scripts = scripts
+        self.calls: list[str] = []
+        self.called = asyncio.Event()
+
+    async def attempt(self, task: RegenerationTask) -> AttemptResult:
+        journal_id = task.event.data.journalId  # type: ignore[union-attr]
+        self.calls.append(journal_id)
+        self.called.set()
+        return self.scripts[journal_id].pop(0)
+
+
+def regenerator(upstream: ScriptedUpstream, **settings: object) -> Regenerator:
+    processing = ProcessingSettings.model_validate(
+        {"backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.02} | settings
+    )
+    return Regenerator({Upstream.SOFTWAREONE: upstream}, processing, Metrics())
+
+
+async def test_transient_then_success_counts_attempts() -> None:
+    upstream = ScriptedUpstream(
+        {"J1": [TransientFailure("busy"), TransientFailure("busy"), Succeeded({"journalId": "J1"})]}
+    )
+    outcome = await regenerator(upstream).regenerate(journal_task("J1"))
+    assert isinstance(outcome.result, Succeeded)
+    assert outcome.attempts == 3
+
+
+async def test_exhausted_retries_keep_the_last_status_and_details() -> None:
+    upstream = ScriptedUpstream(
+        {"J1": [TransientFailure("down", 503, {"title": "Unavailable"})] * 3}
+    )
+    outcome = await regenerator(upstream, max_attempts=3).regenerate(journal_task("J1"))
+    assert isinstance(outcome.result, Failed)
+    assert outcome.result.reason is FailureReason.RETRIES_EXHAUSTED
+    assert (outcome.result.http_status, outcome.result.retryable) == (503, True)
+    assert outcome.result.details == {"title": "Unavailable"}
+    assert outcome.attempts == 3
+
+
+async def test_permanent_failure_is_not_retried() -> None:
+    upstream = ScriptedUpstream({"J1": [Failed(FailureReason.NOT_FOUND, "gone", http_status=404)]})
+    outcome = await regenerator(upstream).regenerate(journal_task("J1"))
+    assert isinstance(outcome.result, Failed)
+    assert outcome.attempts == 1
+    assert upstream.calls == ["J1"]
+
+
+async def test_an_event_waiting_out_retry_after_does_not_hold_the_only_call_slot() -> None:
+    upstream = ScriptedUpstream(
+        {
+            "SLOW": [TransientFailure("429", 429, retry_after_seconds=0.3), Succeeded({})],
+            "FAST": [Succeeded({})],
+        }
+    )
+    service = regenerator(upstream, concurrency=1)
+    slow = asyncio.create_task(service.regenerate(journal_task("SLOW")))
+    await upstream.called.wait()  # SLOW made its first attempt and is now waiting
+    fast = await asyncio.wait_for(service.regenerate(journal_task("FAST")), timeout=0.2)
+    assert isinstance(fast.result, Succeeded)
+    assert upstream.calls == ["SLOW", "FAST"]
+    assert (await slow).attempts == 2
+    assert upstream.calls == ["SLOW", "FAST", "SLOW"]
