@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from service.config import ConfigurationError, load_settings
 from service.observability import configure_logging
@@ -63,6 +65,9 @@ def _run() -> int:
     from service.app import create_app
 
     app = create_app(settings)
+    # uvicorn drains on SIGTERM, then raises the signal again once shut down; ending with
+    # exit status 0 there tells the orchestrator the shutdown was clean.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     asyncio.run(
         app.run(
             log_level=logging.getLevelName(settings.log.level),
@@ -76,6 +81,10 @@ def _run() -> int:
         )
     )
     return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _sandbox(arguments: argparse.Namespace) -> int:

@@ -77,6 +77,9 @@ async def test_sigkill_with_events_in_flight_loses_no_result(
         assert finished_before_kill < len(events)
         assert all(r.topic == topics.succeeded for r in results.values())
         assert watcher.dead_letters == []
+        # SIGTERM once idle: a clean exit that commits what it finished.
+        assert await asyncio.to_thread(service.process.terminate) == 0
+        assert '"stopped consuming"' in service.process.log_tail(10)
         duplicates = sum(len(watcher.results[e["id"]]) - 1 for e in events)
         print(
             f"\nkilled with {in_flight} in flight, {finished_before_kill} finished before; "
