@@ -58,7 +58,7 @@ class Regenerator:
             wait=self._wait,
             retry=retry_if_result(lambda result: isinstance(result, TransientFailure)),
             before_sleep=lambda state: self._before_retry(task, state),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            retry_error_callback=_last_result,
         )
         result: AttemptResult = await retrying(self._attempt, client, task)
         attempts = retrying.statistics.get("attempt_number", 1)
@@ -79,14 +79,14 @@ class Regenerator:
         return result
 
     def _wait(self, state: RetryCallState) -> float:
-        result = state.outcome.result() if state.outcome and not state.outcome.failed else None
+        result = _last_result(state)
         if isinstance(result, TransientFailure) and result.retry_after_seconds is not None:
             return min(result.retry_after_seconds, self._settings.max_retry_after_seconds)
         return float(self._backoff(state))
 
     def _before_retry(self, task: RegenerationTask, state: RetryCallState) -> None:
         self._metrics.retries.labels(task.operation).inc()
-        result = state.outcome.result() if state.outcome and not state.outcome.failed else None
+        result = _last_result(state)
         logger.info(
             "retrying after a transient failure",
             extra={
@@ -97,3 +97,11 @@ class Regenerator:
                 "cause": result.message if isinstance(result, TransientFailure) else None,
             },
         )
+
+
+def _last_result(state: RetryCallState) -> AttemptResult | None:
+    """The previous attempt's result (attempts return results; exceptions are not retried)."""
+    if state.outcome is None or state.outcome.failed:
+        return None
+    result: AttemptResult = state.outcome.result()
+    return result

@@ -63,10 +63,6 @@ class Dispatcher:
             if key is not None and self._chain_tails.get(key) is asyncio.current_task():
                 del self._chain_tails[key]
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
     async def drain(self, grace_seconds: float) -> bool:
         """Wait for in-flight events, cancel any left after the grace period; True if none was."""
         if not self._tasks:

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka.message import KafkaMessage
 from faststream.kafka.subscriber.usecase import LogicSubscriber
 
+from service.domain import RegenerationTask
 from service.kafka.dispatcher import Dispatcher
 from service.kafka.offsets import OffsetTracker, Partition
 from service.observability import Metrics
@@ -59,7 +60,8 @@ class Intake:
             headers=tuple(raw.headers or ()),
         )
         subject = self._processor.read(record)
-        key = getattr(subject, "object_key", None)
+        # Invalid events have no object: they run at once, ordered after nothing.
+        key = subject.object_key if isinstance(subject, RegenerationTask) else None
         await self._dispatcher.submit(
             Partition(record.topic, record.partition),
             record.offset,

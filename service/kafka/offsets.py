@@ -76,7 +76,3 @@ class OffsetTracker:
     def forget(self, partitions: set[Partition]) -> None:
         for partition in partitions:
             self._partitions.pop(partition, None)
-
-    @property
-    def unfinished(self) -> int:
-        return sum(len(progress.unfinished) for progress in self._partitions.values())
