@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
-from service.domain import EVENT_TYPES, FailureReason, Operation
+from service.domain import EVENT_TYPES, FailureReason, Operation, Upstream
 
 UNKNOWN_TYPE = "unknown"
 NO_OPERATION = "none"
@@ -75,6 +82,51 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.circuit_state = Gauge(
+            "regen_circuit_state",
+            "Circuit breaker state per upstream: 0 closed, 1 half-open (probing), 2 open.",
+            ["upstream"],
+            registry=self.registry,
+        )
+        self.circuit_opened = Counter(
+            "regen_circuit_opened",
+            "Times the circuit of an upstream opened after repeated transient failures.",
+            ["upstream"],
+            registry=self.registry,
+        )
+        self.events_held = Gauge(
+            "regen_events_held",
+            "Events waiting for an open circuit to close (they neither call nor fail).",
+            ["upstream"],
+            registry=self.registry,
+        )
+        self.throttled = Counter(
+            "regen_upstream_throttled",
+            "Upstream answers of 429 Too Many Requests (rate or concurrency limit).",
+            ["upstream"],
+            registry=self.registry,
+        )
+        self.concurrency_limit = Gauge(
+            "regen_upstream_concurrency_limit",
+            "Current client-side cap on concurrent calls per upstream (adapts down on 429).",
+            ["upstream"],
+            registry=self.registry,
+        )
+        self.coalesced = Counter(
+            "regen_coalesced_events",
+            "Events served by an upstream call made for a newer event of the same object.",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            "regen_consumer_lag",
+            "Records in the input topic not yet committed by this consumer group "
+            "(high watermark minus committed offset), per assigned partition.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self._initialise_series()
 
     def _initialise_series(self) -> None:
@@ -88,6 +140,14 @@ class Metrics:
             for outcome in ("succeeded", "rejected", "transient"):
                 self.upstream_requests.labels(operation, outcome)
         self.results.labels(NO_OPERATION, "failed", FailureReason.INVALID_EVENT)
+        for upstream in Upstream:
+            self.circuit_state.labels(upstream)
+            self.circuit_opened.labels(upstream)
+            self.events_held.labels(upstream)
+            self.throttled.labels(upstream)
+            self.concurrency_limit.labels(upstream)
+        for operation in Operation:
+            self.coalesced.labels(operation)
         for outcome in ("success", "failure"):
             self.token_refreshes.labels(outcome)
             self.commits.labels(outcome)
