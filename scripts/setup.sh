@@ -12,3 +12,4 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 .venv/bin/python scripts/fetch_tansu.py >/dev/null
+bash scripts/install_system_tools.sh
