@@ -30,6 +30,7 @@ from service.kafka import (
 from service.observability import Metrics
 from service.processing import EventProcessor
 from service.regeneration import Regenerator
+from service.resilience import UpstreamGate
 from service.upstream import SoftwareOneClient, ZuoraClient, ZuoraTokens
 
 APP_TITLE = "regen-sync"
@@ -73,8 +74,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         | {"acks": "all", "enable_idempotence": settings.kafka.enable_idempotence},
     )
 
-    zuora_http = _http_client(settings.zuora, settings.processing.concurrency)
-    softwareone_http = _http_client(settings.softwareone, settings.processing.concurrency)
+    zuora_http = _http_client(settings.zuora)
+    softwareone_http = _http_client(settings.softwareone)
     zuora_tokens = ZuoraTokens(settings.zuora, zuora_http, metrics)
     regenerator = Regenerator(
         {
@@ -82,6 +83,19 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             Upstream.SOFTWAREONE: SoftwareOneClient(
                 settings.softwareone, softwareone_http, metrics
             ),
+        },
+        {
+            upstream: UpstreamGate(
+                upstream,
+                upstream_settings,
+                settings.circuit,
+                metrics,
+                max_pause_seconds=settings.processing.max_retry_after_seconds,
+            )
+            for upstream, upstream_settings in (
+                (Upstream.ZUORA, settings.zuora),
+                (Upstream.SOFTWAREONE, settings.softwareone),
+            )
         },
         settings.processing,
         metrics,
@@ -169,11 +183,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
     )
 
 
-def _http_client(settings: UpstreamHttpSettings, concurrency: int) -> httpx.AsyncClient:
+def _http_client(settings: UpstreamHttpSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=settings.timeout_seconds,
         verify=settings.verify_tls,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        # The upstream gates bound concurrent calls (per scope); a pool limit here would only
+        # add a second, unadaptive queue.
+        limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=settings.max_concurrency
+        ),
         headers={"Accept": "application/json", "User-Agent": "regen-sync"},
     )
 

@@ -124,10 +124,27 @@ class TopicSettings(BaseModel):
 class UpstreamHttpSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     verify_tls: bool = Field(default=True, description="Never turn off outside a lab.")
+    max_concurrency: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Calls in progress at once, per replica (per Zuora entity when events "
+        "name one); lowered automatically on 429 and when the upstream reports little headroom.",
+    )
+    requests_per_minute: int = Field(
+        default=3000,
+        ge=1,
+        description="Request budget per replica (per Zuora entity when events name one).",
+    )
 
 
 class ZuoraSettings(UpstreamHttpSettings):
     base_url: AnyHttpUrl
+    # Zuora allows 40 concurrent requests per tenant by default and advises headroom: the
+    # tenant is shared with other integrations and usually with other replicas.
+    max_concurrency: int = Field(default=20, ge=1, le=1000)
+    # Production tenants allow 50,000 requests/min; an API Sandbox only 2,500.
+    requests_per_minute: int = Field(default=30_000, ge=1)
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
     billing_id_field: Literal["id", "documentId"] = Field(
@@ -158,18 +175,41 @@ class HttpServerSettings(BaseModel):
     port: int = Field(default=8080, ge=1, le=65535)
 
 
-class ProcessingSettings(BaseModel):
-    concurrency: int = Field(
-        default=32,
+class CircuitSettings(BaseModel):
+    failure_threshold: int = Field(
+        default=5,
         ge=1,
         le=1000,
-        description="Upstream calls in progress at once (Zuora's default tenant limit is 40).",
+        description="Distinct events failing transiently in a row (no success between) that "
+        "open an upstream's circuit; one event failing repeatedly never opens it.",
     )
+    open_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="Wait before the first probe of an open circuit."
+    )
+    max_open_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="Upper bound of the doubling wait between probes."
+    )
+
+    @model_validator(mode="after")
+    def _open_bounds(self) -> Self:
+        if self.max_open_seconds < self.open_seconds:
+            raise ValueError("max_open_seconds must be >= open_seconds")
+        return self
+
+
+class ProcessingSettings(BaseModel):
     max_in_flight: int = Field(
         default=1000,
         ge=1,
         le=100_000,
-        description="Events read but not yet finished; fetching pauses when reached.",
+        description="Events read but not yet finished, per upstream; fetching pauses when reached.",
+    )
+    max_handling_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Tries at handling an event that raises an unexpected error before it is "
+        "failed as internal_error.",
     )
     max_attempts: int = Field(
         default=6, ge=1, le=100, description="Upstream attempts per event, first one included."
@@ -212,6 +252,7 @@ class Settings(BaseSettings):
     softwareone: SoftwareOneSettings
     http: HttpServerSettings = HttpServerSettings()
     processing: ProcessingSettings = ProcessingSettings()
+    circuit: CircuitSettings = CircuitSettings()
     log: LogSettings = LogSettings()
     event_source: str = Field(
         default="urn:regen-sync",

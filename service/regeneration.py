@@ -1,18 +1,15 @@
-"""Calling the upstream for a task until it succeeds, fails for good, or runs out of attempts."""
+"""Calling the upstream for a task until it succeeds, fails for good, or runs out of attempts.
+
+Attempts made while the upstream's circuit is open do not use up the event's attempts: an
+outage is waited out, however long, and only failures of the event itself exhaust it.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_result,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
 from service.config import ProcessingSettings
 from service.domain import (
@@ -26,6 +23,7 @@ from service.domain import (
     Upstream,
 )
 from service.observability import Metrics
+from service.resilience import UpstreamGate
 from service.upstream import UpstreamClient
 
 logger = logging.getLogger(__name__)
@@ -33,19 +31,27 @@ logger = logging.getLogger(__name__)
 _ATTEMPT_OUTCOME = {Succeeded: "succeeded", Failed: "rejected", TransientFailure: "transient"}
 
 
+class _AttemptBudget:
+    def __init__(self, max_attempts: int) -> None:
+        self.max_attempts = max_attempts
+        self.counted = 0
+
+    def exhausted(self, state: RetryCallState) -> bool:
+        return self.counted >= self.max_attempts
+
+
 class Regenerator:
     def __init__(
         self,
         clients: Mapping[Upstream, UpstreamClient],
+        gates: Mapping[Upstream, UpstreamGate],
         settings: ProcessingSettings,
         metrics: Metrics,
     ) -> None:
         self._clients = clients
+        self._gates = gates
         self._settings = settings
         self._metrics = metrics
-        # Held for one attempt only: an event waiting out a backoff or Retry-After must not
-        # keep other objects' events from the upstream.
-        self._call_slots = asyncio.Semaphore(settings.concurrency)
         # Full jitter keeps a storm of retries from arriving at the upstream together.
         self._backoff = wait_random_exponential(
             multiplier=settings.backoff_initial_seconds, max=settings.backoff_max_seconds
@@ -53,14 +59,15 @@ class Regenerator:
 
     async def regenerate(self, task: RegenerationTask) -> Outcome:
         client = self._clients[task.operation.upstream]
+        budget = _AttemptBudget(self._settings.max_attempts)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.max_attempts),
+            stop=budget.exhausted,
             wait=self._wait,
             retry=retry_if_result(lambda result: isinstance(result, TransientFailure)),
             before_sleep=lambda state: self._before_retry(task, state),
             retry_error_callback=_last_result,
         )
-        result: AttemptResult = await retrying(self._attempt, client, task)
+        result: AttemptResult = await retrying(self._attempt, client, task, budget)
         attempts = retrying.statistics.get("attempt_number", 1)
         if isinstance(result, TransientFailure):
             result = Failed(
@@ -72,9 +79,15 @@ class Regenerator:
             )
         return Outcome(result, attempts)
 
-    async def _attempt(self, client: UpstreamClient, task: RegenerationTask) -> AttemptResult:
-        async with self._call_slots:
-            result = await client.attempt(task)
+    async def _attempt(
+        self, client: UpstreamClient, task: RegenerationTask, budget: _AttemptBudget
+    ) -> AttemptResult:
+        # The gate holds a call slot for this attempt only: an event waiting out a backoff
+        # or Retry-After must not keep other objects' events from the upstream.
+        gated = await self._gates[task.operation.upstream].call(task, lambda: client.attempt(task))
+        result = gated.result
+        if not gated.upstream_unavailable:
+            budget.counted += 1
         self._metrics.upstream_requests.labels(task.operation, _ATTEMPT_OUTCOME[type(result)]).inc()
         return result
 

@@ -24,6 +24,7 @@ from service.domain.outcomes import (
     Outcome,
     Succeeded,
     TransientFailure,
+    UpstreamLoad,
 )
 from service.domain.parsing import InvalidEvent, parse_event
 from service.domain.results import (
@@ -63,6 +64,7 @@ __all__ = [
     "Succeeded",
     "TransientFailure",
     "Upstream",
+    "UpstreamLoad",
     "invalid_event_outcome",
     "parse_event",
     "plan",

@@ -12,6 +12,7 @@ from service.domain.events import (
     BookingFixed,
     DataFixedEvent,
     JournalFixed,
+    ZuoraScope,
 )
 
 
@@ -43,6 +44,13 @@ class RegenerationTask:
     """Events with the same object key are regenerated one after another, in arrival order."""
     idempotency_key: str
     """The same for every retry and redelivery of this event, so Zuora applies it once."""
+
+    @property
+    def limit_scope(self) -> str:
+        """What the upstream's rate and concurrency limits are counted per: Zuora counts per
+        entity under Multi-entity, otherwise per tenant ('')."""
+        data = self.event.data
+        return (data.entityId or "") if isinstance(data, ZuoraScope) else ""
 
 
 def plan(event: DataFixedEvent) -> RegenerationTask:

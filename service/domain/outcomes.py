@@ -30,9 +30,21 @@ class FailureReason(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamLoad:
+    """What an answer tells about the upstream's limits (Zuora's ``Concurrency-Limit-*`` and
+    ``ratelimit-*`` headers), so callers can slow down before they are refused."""
+
+    concurrency_limit: int | None = None
+    concurrency_remaining: int | None = None
+    rate_remaining: int | None = None
+    rate_reset_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Succeeded:
     upstream: Mapping[str, Any]
     """What the upstream answered that identifies the work done (ids, status, request ids)."""
+    load: UpstreamLoad | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +56,7 @@ class Failed:
     http_status: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     """The upstream's own error description: Zuora reasons / Errors, or ProblemDetails."""
+    load: UpstreamLoad | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,21 @@ class TransientFailure:
     http_status: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
     retry_after_seconds: float | None = None
+    load: UpstreamLoad | None = None
+
+    @property
+    def throttled(self) -> bool:
+        """The upstream is up but refused because of a rate or concurrency limit."""
+        return self.http_status == 429
+
+    @property
+    def suggests_outage(self) -> bool:
+        """No answer, or an answer saying the upstream cannot serve anyone right now.
+
+        429 (our own pace) and 409 (the same Idempotency-Key still running) come from an
+        upstream that works, so they never count towards opening its circuit.
+        """
+        return self.http_status not in (409, 429)
 
 
 AttemptResult = Succeeded | Failed | TransientFailure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import time
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from service.domain import AttemptResult, RegenerationTask
+from service.domain import AttemptResult, RegenerationTask, UpstreamLoad
 from service.observability import Metrics
 
 _MAX_DETAIL_CHARS = 4000
@@ -59,6 +60,25 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
     if response.status_code == 429 and reset is not None and reset.strip().isdigit():
         return float(reset)
     return None
+
+
+def with_load(result: AttemptResult, response: httpx.Response) -> AttemptResult:
+    """The result, carrying what the answer's headers say about the upstream's limits."""
+    headers = response.headers
+    load = UpstreamLoad(
+        concurrency_limit=_int_header(headers, "concurrency-limit-limit"),
+        concurrency_remaining=_int_header(headers, "concurrency-limit-remaining"),
+        rate_remaining=_int_header(headers, "ratelimit-remaining"),
+        rate_reset_seconds=_int_header(headers, "ratelimit-reset"),
+    )
+    if load == UpstreamLoad():
+        return result
+    return dataclasses.replace(result, load=load)
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    value = headers.get(name, "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def json_body(response: httpx.Response) -> Any:

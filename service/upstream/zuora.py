@@ -29,7 +29,13 @@ from service.domain import (
 from service.domain.events import RegenerationFlags, ZuoraScope
 from service.domain.outcomes import classify_http_error, classify_zuora_refusal
 from service.observability import Metrics
-from service.upstream.http import error_details, json_body, retry_after_seconds, timed_post
+from service.upstream.http import (
+    error_details,
+    json_body,
+    retry_after_seconds,
+    timed_post,
+    with_load,
+)
 from service.upstream.zuora_auth import TokenUnavailable, ZuoraTokens
 
 _TRACK_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._~!#$%&*+^`|/=?@-]")
@@ -206,7 +212,7 @@ class ZuoraClient:
             return Failed(FailureReason.UNAUTHORIZED, str(error), http_status=error.http_status)
         except httpx.TransportError as error:
             return TransientFailure(f"no answer from Zuora: {type(error).__name__}")
-        return interpret_answer(task.operation, response)
+        return with_load(interpret_answer(task.operation, response), response)
 
     async def _send(
         self, task: RegenerationTask, request: ZuoraRequest, token: str

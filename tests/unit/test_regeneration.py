@@ -3,7 +3,7 @@
 import asyncio
 import json
 
-from service.config import ProcessingSettings
+from service.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
 from service.domain import (
     AttemptResult,
     Failed,
@@ -18,6 +18,8 @@ from service.domain import (
 from service.domain.parsing import InvalidEvent
 from service.observability import Metrics
 from service.regeneration import Regenerator
+from service.resilience import UpstreamGate
+from service.upstream import UpstreamClient
 
 
 def journal_task(journal_id: str) -> RegenerationTask:
@@ -50,11 +52,27 @@ class ScriptedUpstream:
         return self.scripts[journal_id].pop(0)
 
 
-def regenerator(upstream: ScriptedUpstream, **settings: object) -> Regenerator:
+def regenerator(
+    upstream: UpstreamClient,
+    *,
+    max_concurrency: int = 10,
+    circuit: CircuitSettings | None = None,
+    **settings: object,
+) -> Regenerator:
     processing = ProcessingSettings.model_validate(
         {"backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.02} | settings
     )
-    return Regenerator({Upstream.SOFTWAREONE: upstream}, processing, Metrics())
+    metrics = Metrics()
+    gate = UpstreamGate(
+        Upstream.SOFTWAREONE,
+        UpstreamHttpSettings(max_concurrency=max_concurrency),
+        circuit or CircuitSettings(),
+        metrics,
+        max_pause_seconds=processing.max_retry_after_seconds,
+    )
+    return Regenerator(
+        {Upstream.SOFTWAREONE: upstream}, {Upstream.SOFTWAREONE: gate}, processing, metrics
+    )
 
 
 async def test_transient_then_success_counts_attempts() -> None:
@@ -89,11 +107,11 @@ async def test_permanent_failure_is_not_retried() -> None:
 async def test_an_event_waiting_out_retry_after_does_not_hold_the_only_call_slot() -> None:
     upstream = ScriptedUpstream(
         {
-            "SLOW": [TransientFailure("429", 429, retry_after_seconds=0.3), Succeeded({})],
+            "SLOW": [TransientFailure("busy", 503, retry_after_seconds=0.3), Succeeded({})],
             "FAST": [Succeeded({})],
         }
     )
-    service = regenerator(upstream, concurrency=1)
+    service = regenerator(upstream, max_concurrency=1)
     slow = asyncio.create_task(service.regenerate(journal_task("SLOW")))
     await upstream.called.wait()  # SLOW made its first attempt and is now waiting
     fast = await asyncio.wait_for(service.regenerate(journal_task("FAST")), timeout=0.2)
@@ -101,3 +119,59 @@ async def test_an_event_waiting_out_retry_after_does_not_hold_the_only_call_slot
     assert upstream.calls == ["SLOW", "FAST"]
     assert (await slow).attempts == 2
     assert upstream.calls == ["SLOW", "FAST", "SLOW"]
+
+
+async def test_a_429_pauses_every_event_of_the_upstream_for_its_retry_after() -> None:
+    upstream = ScriptedUpstream(
+        {
+            "THROTTLED": [TransientFailure("429", 429, retry_after_seconds=0.3), Succeeded({})],
+            "NEXT": [Succeeded({})],
+        }
+    )
+    service = regenerator(upstream)
+    throttled = asyncio.create_task(service.regenerate(journal_task("THROTTLED")))
+    await upstream.called.wait()
+    started = asyncio.get_running_loop().time()
+    await service.regenerate(journal_task("NEXT"))
+    # Sending NEXT at once would only earn another 429 and spend the shared request budget.
+    assert asyncio.get_running_loop().time() - started >= 0.25
+    assert (await throttled).attempts == 2
+
+
+class UpstreamDownForCalls:
+    """Down (503) for its first ``calls_down`` calls, whoever makes them, then up."""
+
+    def __init__(self, calls_down: int) -> None:
+        self.calls_down = calls_down
+        self.calls = 0
+
+    async def attempt(self, task: RegenerationTask) -> AttemptResult:
+        self.calls += 1
+        await asyncio.sleep(0)
+        if self.calls <= self.calls_down:
+            return TransientFailure("down", 503)
+        return Succeeded({})
+
+
+async def test_an_outage_is_waited_out_without_using_up_attempts() -> None:
+    upstream = UpstreamDownForCalls(calls_down=20)
+    service = regenerator(
+        upstream,
+        max_attempts=2,
+        circuit=CircuitSettings(failure_threshold=2, open_seconds=0.01, max_open_seconds=0.02),
+    )
+    outcomes = await asyncio.gather(*(service.regenerate(journal_task(f"J{n}")) for n in range(3)))
+    # 20 failed calls among 3 events with 2 attempts each, yet all succeeded: once two
+    # distinct events had failed, the circuit opened and the failures were the outage's.
+    assert all(isinstance(outcome.result, Succeeded) for outcome in outcomes)
+    assert upstream.calls == 23
+    assert sum(outcome.attempts for outcome in outcomes) == 23
+
+
+async def test_one_event_failing_on_its_own_does_not_open_the_circuit() -> None:
+    upstream = ScriptedUpstream({"J1": [TransientFailure("timeout", 504)] * 3})
+    service = regenerator(upstream, max_attempts=3, circuit=CircuitSettings(failure_threshold=2))
+    outcome = await service.regenerate(journal_task("J1"))
+    assert isinstance(outcome.result, Failed)
+    assert outcome.result.reason is FailureReason.RETRIES_EXHAUSTED
+    assert outcome.attempts == 3

@@ -1,0 +1,107 @@
+"""Every call to one upstream passes its gate: the circuit breaker, then the limits of the
+call's scope (the Zuora entity, or the whole tenant)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from service.config import CircuitSettings, UpstreamHttpSettings
+from service.domain import AttemptResult, RegenerationTask, TransientFailure, Upstream
+from service.observability import Metrics
+from service.resilience.circuit import CircuitBreaker, CircuitState
+from service.resilience.limits import ScopeLimits
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    result: AttemptResult
+    upstream_unavailable: bool
+    """The attempt failed while the upstream's circuit is open: the outage, not the event,
+    is to blame, so the attempt does not count against the event's retry budget."""
+
+
+class UpstreamGate:
+    def __init__(
+        self,
+        upstream: Upstream,
+        limits: UpstreamHttpSettings,
+        circuit: CircuitSettings,
+        metrics: Metrics,
+        *,
+        max_pause_seconds: float,
+    ) -> None:
+        self._upstream = upstream
+        self._limits = limits
+        self._metrics = metrics
+        self._max_pause_seconds = max_pause_seconds
+        self._scopes: dict[str, ScopeLimits] = {}
+        self.breaker = CircuitBreaker(
+            upstream,
+            failure_threshold=circuit.failure_threshold,
+            open_seconds=circuit.open_seconds,
+            max_open_seconds=circuit.max_open_seconds,
+            on_change=self._circuit_changed,
+        )
+        metrics.concurrency_limit.labels(upstream).set(limits.max_concurrency)
+
+    async def call(
+        self, task: RegenerationTask, attempt: Callable[[], Awaitable[AttemptResult]]
+    ) -> GateResult:
+        probe = await self._admit()
+        scope = self._scope(task.limit_scope)
+        try:
+            await scope.acquire()
+            try:
+                result = await attempt()
+            finally:
+                scope.release()
+        except BaseException:
+            if probe:
+                await self.breaker.abandon()
+            raise
+        throttled = outage = False
+        retry_after = None
+        if isinstance(result, TransientFailure):
+            throttled, outage = result.throttled, result.suggests_outage
+            if result.retry_after_seconds is not None:
+                retry_after = min(result.retry_after_seconds, self._max_pause_seconds)
+        if throttled:
+            self._metrics.throttled.labels(self._upstream).inc()
+        scope.observe(throttled=throttled, retry_after=retry_after, load=result.load)
+        await self.breaker.record(task.idempotency_key, outage=outage, probe=probe)
+        return GateResult(result, upstream_unavailable=outage and not self.breaker.closed)
+
+    async def _admit(self) -> bool:
+        if self.breaker.closed:
+            return False
+        held = self._metrics.events_held.labels(self._upstream)
+        held.inc()
+        try:
+            return await self.breaker.admit()
+        finally:
+            held.dec()
+
+    def _scope(self, name: str) -> ScopeLimits:
+        scope = self._scopes.get(name)
+        if scope is None:
+            scope = self._scopes[name] = ScopeLimits(
+                max_concurrency=self._limits.max_concurrency,
+                requests_per_minute=self._limits.requests_per_minute,
+                on_concurrency_change=lambda limit: self._concurrency_changed(),
+            )
+        return scope
+
+    def _concurrency_changed(self) -> None:
+        # One series per upstream (entities are not a bounded label): the tightest scope.
+        self._metrics.concurrency_limit.labels(self._upstream).set(
+            min(
+                (scope.concurrency.limit for scope in self._scopes.values()),
+                default=self._limits.max_concurrency,
+            )
+        )
+
+    def _circuit_changed(self, state: CircuitState) -> None:
+        self._metrics.circuit_state.labels(self._upstream).set(state)
+        if state is CircuitState.OPEN:
+            self._metrics.circuit_opened.labels(self._upstream).inc()

@@ -1,0 +1,169 @@
+"""Client-side limits for one upstream scope: how many calls at once, and how many a minute.
+
+Zuora refuses with 429 once a tenant (or entity) is over its concurrency or rate limit, and
+failed requests count towards the rate too, so discovering the limit by hitting it wastes
+the budget other integrations share. The concurrency cap starts at the configured maximum,
+halves on a 429, steps down by one when Zuora reports little headroom
+(``Concurrency-Limit-Remaining``) and climbs back by one per full round of answered calls.
+A ``Retry-After`` / ``ratelimit-reset`` pauses the whole scope, not just the refused event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import Callable
+
+from aiolimiter import AsyncLimiter
+
+from service.domain import UpstreamLoad
+
+# Decreases within this window answer the same overload; they must not compound.
+_DECREASE_COOLDOWN_SECONDS = 1.0
+# Zuora advises never using the whole concurrency limit: keep this share of it free.
+_HEADROOM_SHARE = 0.1
+
+
+class AdaptiveConcurrency:
+    """A semaphore whose size follows the upstream's pushback (additive increase,
+    multiplicative decrease)."""
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        on_change: Callable[[int], None] = lambda limit: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._maximum = maximum
+        self._limit = maximum
+        self._in_use = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._answers_since_change = 0
+        self._last_decrease = -math.inf
+        self._headroom = True
+        self._on_change = on_change
+        self._clock = clock
+        on_change(maximum)
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    async def acquire(self) -> None:
+        if self._in_use < self._limit and not self._waiters:
+            self._in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        self._in_use -= 1
+        self._hand_over()
+
+    def throttled(self) -> None:
+        """The upstream answered 429: we are over its limit."""
+        if self._cooling_down():
+            return
+        self._set_limit(max(1, min(self._limit, self._in_use) // 2))
+
+    def answered(self, load: UpstreamLoad | None) -> None:
+        """Any answer other than 429, with what it says about the upstream's headroom."""
+        if load is not None and load.concurrency_remaining is not None:
+            reserve = max(1, math.ceil((load.concurrency_limit or 0) * _HEADROOM_SHARE))
+            self._headroom = load.concurrency_remaining > reserve
+            if load.concurrency_remaining < reserve and not self._cooling_down():
+                self._set_limit(max(1, self._limit - 1))
+                return
+        self._answers_since_change += 1
+        if (
+            self._headroom
+            and self._limit < self._maximum
+            and self._answers_since_change >= self._limit
+        ):
+            self._set_limit(self._limit + 1)
+
+    def _cooling_down(self) -> bool:
+        now = self._clock()
+        if now - self._last_decrease < _DECREASE_COOLDOWN_SECONDS:
+            return True
+        self._last_decrease = now
+        return False
+
+    def _set_limit(self, limit: int) -> None:
+        self._answers_since_change = 0
+        if limit == self._limit:
+            return
+        self._limit = limit
+        self._on_change(limit)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._waiters and self._in_use < self._limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._in_use += 1
+                waiter.set_result(None)
+
+
+class ScopeLimits:
+    """Concurrency cap, request budget and upstream-imposed pauses of one limit scope."""
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int,
+        requests_per_minute: int,
+        on_concurrency_change: Callable[[int], None] = lambda limit: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.concurrency = AdaptiveConcurrency(
+            max_concurrency, on_change=on_concurrency_change, clock=clock
+        )
+        self._budget = AsyncLimiter(requests_per_minute, 60)
+        self._paused_until = 0.0
+        self._clock = clock
+
+    async def acquire(self) -> None:
+        """Wait for a pause to end, a free call slot and room in the request budget."""
+        # A loop, not one sleep: a newer Retry-After may push the end of the pause further.
+        while (wait := self._paused_until - self._clock()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        await self.concurrency.acquire()
+        try:
+            await self._budget.acquire()
+        except BaseException:
+            self.concurrency.release()
+            raise
+
+    def release(self) -> None:
+        self.concurrency.release()
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def observe(
+        self, *, throttled: bool, retry_after: float | None, load: UpstreamLoad | None
+    ) -> None:
+        if throttled:
+            self.concurrency.throttled()
+            if retry_after is not None:
+                self.pause(retry_after)
+            return
+        self.concurrency.answered(load)
+        if load is not None and load.rate_remaining == 0 and load.rate_reset_seconds:
+            self.pause(load.rate_reset_seconds)
