@@ -1,0 +1,176 @@
+{{/* Names and labels. */}}
+{{- define "regen-sync.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "regen-sync.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "regen-sync.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "regen-sync.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "regen-sync.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "regen-sync.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: regen-sync
+{{- end }}
+
+{{- define "regen-sync.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "regen-sync.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "regen-sync.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A setting as the service reads it from its environment. Helm holds every number as float64,
+whose default formatting (1.048576e+06) the service would refuse as an integer.
+*/}}
+{{- define "regen-sync.settingValue" -}}
+{{- if and (kindIs "float64" .) (eq . (floor .)) }}
+{{- int64 . }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the chart mounts files for the service. The secrets directory is the service's default
+REGEN_SECRETS_DIR; it is also set explicitly so the mount and the setting cannot drift apart.
+*/}}
+{{- define "regen-sync.secretsDir" -}}/run/secrets/regen-sync{{- end }}
+{{- define "regen-sync.kafkaTlsDir" -}}/etc/regen-sync/kafka-tls{{- end }}
+
+{{/* The Kafka settings the chart itself depends on, with the service's defaults. */}}
+{{- define "regen-sync.securityProtocol" -}}
+{{- dig "kafka" "security_protocol" "PLAINTEXT" .Values.config }}
+{{- end }}
+
+{{- define "regen-sync.usesSasl" -}}
+{{- if hasPrefix "SASL_" (include "regen-sync.securityProtocol" .) }}true{{ end }}
+{{- end }}
+
+{{- define "regen-sync.usesTls" -}}
+{{- if has (include "regen-sync.securityProtocol" .) (list "SSL" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{- define "regen-sync.httpPort" -}}
+{{- dig "http" "port" 8080 .Values.config | int }}
+{{- end }}
+
+{{- define "regen-sync.secretName" -}}
+{{- .Values.secret.existingSecret | default (printf "%s-credentials" (include "regen-sync.fullname" .)) }}
+{{- end }}
+
+{{/*
+The credentials the service reads as SecretStr, each mounted as a file named like its variable
+(the service's NestedSecretsSettingsSource reads REGEN_SECRETS_DIR/REGEN_<SECTION>__<FIELD>).
+Yields a JSON list of {credential, file, key} for the credentials this release needs; fails
+naming what is missing.
+*/}}
+{{- define "regen-sync.credentials" -}}
+{{- $files := dict
+  "zuoraClientSecret" "REGEN_ZUORA__CLIENT_SECRET"
+  "softwareoneApiToken" "REGEN_SOFTWAREONE__API_TOKEN"
+  "kafkaSaslPassword" "REGEN_KAFKA__SASL_PASSWORD"
+  "kafkaSslKeyPassword" "REGEN_KAFKA__SSL_KEY_PASSWORD" }}
+{{- $needed := list "zuoraClientSecret" "softwareoneApiToken" }}
+{{- if include "regen-sync.usesSasl" . }}
+{{- $needed = append $needed "kafkaSaslPassword" }}
+{{- end }}
+{{- if .Values.secret.keys.kafkaSslKeyPassword }}
+{{- $needed = append $needed "kafkaSslKeyPassword" }}
+{{- end }}
+{{- $credentials := list }}
+{{- range $credential := $needed }}
+{{- $key := get $.Values.secret.keys $credential }}
+{{- if not $key }}
+{{- fail (printf "secret.keys.%s must name the key holding this credential" $credential) }}
+{{- end }}
+{{- if and (not $.Values.secret.existingSecret) (not (get $.Values.secret.values $credential)) }}
+{{- fail (printf "set secret.values.%s, or secret.existingSecret with the key %q" $credential $key) }}
+{{- end }}
+{{- $credentials = append $credentials (dict "credential" $credential "file" (get $files $credential) "key" $key) }}
+{{- end }}
+{{- toJson $credentials }}
+{{- end }}
+
+{{/*
+Cross-field rules the values schema cannot express readably. Included by the Deployment, so
+any invalid combination stops the whole release with one clear message.
+*/}}
+{{- define "regen-sync.validate" -}}
+{{- $kafka := .Values.config.kafka | default dict }}
+{{- if include "regen-sync.usesSasl" . }}
+{{- if not (and $kafka.sasl_mechanism $kafka.sasl_username) }}
+{{- fail (printf "config.kafka.security_protocol %s needs config.kafka.sasl_mechanism and config.kafka.sasl_username" (include "regen-sync.securityProtocol" .)) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.kafkaTls.existingSecret (not (include "regen-sync.usesTls" .)) }}
+{{- fail "kafkaTls.existingSecret is set but config.kafka.security_protocol is neither SSL nor SASL_SSL" }}
+{{- end }}
+{{- if ne (empty .Values.kafkaTls.certFileKey) (empty .Values.kafkaTls.keyFileKey) }}
+{{- fail "kafkaTls.certFileKey and kafkaTls.keyFileKey must be set together (mTLS)" }}
+{{- end }}
+{{- if and .Values.kafkaTls.certFileKey (not .Values.kafkaTls.existingSecret) }}
+{{- fail "kafkaTls.certFileKey needs kafkaTls.existingSecret" }}
+{{- end }}
+{{- $grace := dig "processing" "shutdown_grace_seconds" 20 .Values.config | float64 }}
+{{- if and .Values.terminationGracePeriodSeconds (le (float64 .Values.terminationGracePeriodSeconds) $grace) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.processing.shutdown_grace_seconds (%v): Kubernetes kills the pod when it runs out" .Values.terminationGracePeriodSeconds $grace) }}
+{{- end }}
+{{- $partitions := .Values.inputPartitions }}
+{{- if ne .Values.autoscaling.mode "none" }}
+{{- if not $partitions }}
+{{- fail "autoscaling needs inputPartitions (the partition count of config.topics.input)" }}
+{{- end }}
+{{- if gt (int .Values.autoscaling.maxReplicas) (int $partitions) }}
+{{- fail (printf "autoscaling.maxReplicas (%v) exceeds inputPartitions (%v): extra consumers would get no partition" .Values.autoscaling.maxReplicas $partitions) }}
+{{- end }}
+{{- if gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas) }}
+{{- fail "autoscaling.minReplicas exceeds autoscaling.maxReplicas" }}
+{{- end }}
+{{- else if and $partitions (gt (int .Values.replicaCount) (int $partitions)) }}
+{{- fail (printf "replicaCount (%v) exceeds inputPartitions (%v): extra consumers would get no partition" .Values.replicaCount $partitions) }}
+{{- end }}
+{{- end }}
+
+{{/* Drain time plus a margin for committing offsets and closing the producers. */}}
+{{- define "regen-sync.terminationGracePeriodSeconds" -}}
+{{- if .Values.terminationGracePeriodSeconds }}
+{{- .Values.terminationGracePeriodSeconds | int }}
+{{- else }}
+{{- $grace := dig "processing" "shutdown_grace_seconds" 20 .Values.config | float64 }}
+{{- add (ceil $grace | int) 15 }}
+{{- end }}
+{{- end }}
+
+{{/* KEDA needs a TriggerAuthentication only when the brokers want credentials or a private CA. */}}
+{{- define "regen-sync.kedaAuthName" -}}
+{{- if or (include "regen-sync.usesSasl" .) .Values.kafkaTls.existingSecret }}
+{{- printf "%s-kafka" (include "regen-sync.fullname" .) }}
+{{- end }}
+{{- end }}
