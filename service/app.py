@@ -28,7 +28,7 @@ from service.kafka import (
     kafka_security,
 )
 from service.observability import Metrics
-from service.processing import EventProcessor
+from service.processing import EventProcessor, PendingEvent
 from service.regeneration import Regenerator
 from service.resilience import UpstreamGate
 from service.upstream import SoftwareOneClient, ZuoraClient, ZuoraTokens
@@ -106,6 +106,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         metrics,
         event_source=settings.event_source,
         max_event_bytes=settings.processing.max_event_bytes,
+        max_handling_attempts=settings.processing.max_handling_attempts,
     )
     tracker = OffsetTracker()
     intake = Intake(
@@ -114,10 +115,13 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             tracker,
             metrics,
             max_in_flight=settings.processing.max_in_flight,
+            handle=processor.complete,
+            merge_key=_coalescing_key if settings.processing.coalesce else _never_merged,
         ),
         tracker,
         metrics,
         commit_interval_seconds=settings.processing.commit_interval_seconds,
+        rebalance_grace_seconds=settings.processing.rebalance_grace_seconds,
     )
     subscriber = broker.subscriber(
         settings.topics.input,
@@ -181,6 +185,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             "regeneration.failed (and dead-letters every failure).",
         ),
     )
+
+
+def _coalescing_key(pending: PendingEvent) -> str | None:
+    return pending.coalescing_key
+
+
+def _never_merged(pending: PendingEvent) -> None:
+    return None
 
 
 def _http_client(settings: UpstreamHttpSettings) -> httpx.AsyncClient:

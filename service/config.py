@@ -225,6 +225,17 @@ class ProcessingSettings(BaseModel):
     shutdown_grace_seconds: float = Field(
         default=20.0, ge=0, description="On SIGTERM, time given to in-flight events to finish."
     )
+    rebalance_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="On partition revocation, time given to the revoked partitions' events to "
+        "finish before the finished ones are committed; the group's rebalance waits for it.",
+    )
+    coalesce: bool = Field(
+        default=True,
+        description="Serve events waiting for the same object, operation and flags with one "
+        "upstream call (each still gets its own result).",
+    )
     commit_interval_seconds: float = Field(default=1.0, gt=0, le=60)
 
     @model_validator(mode="after")

@@ -3,6 +3,10 @@
 A valid event becomes a RegenerationTask and its upstream call; an invalid one becomes a
 failure at once. Either way one result event is published, and every failure also goes to
 the dead-letter topic, before the record counts as finished (and its offset may be committed).
+
+Events waiting for the same object with the same coalescing key are completed as a group:
+one upstream call, made for the first of them, and one result per event. Handling that
+raises is tried ``max_handling_attempts`` times, then the event fails as ``internal_error``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from service.domain import (
     Failed,
@@ -22,6 +32,8 @@ from service.domain import (
     Outcome,
     RegenerationTask,
     ResultEvent,
+    Succeeded,
+    internal_error_event,
     invalid_event_outcome,
     parse_event,
     plan,
@@ -50,6 +62,39 @@ class InputRecord:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A record whose reading raised: a bug, not bad input; it fails as internal_error."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An input record read and planned, waiting for its outcome."""
+
+    record: InputRecord
+    subject: RegenerationTask | InvalidEvent | Unreadable
+
+    @property
+    def ordering_key(self) -> str | None:
+        # Invalid events have no object: they run at once, ordered after nothing.
+        return self.subject.object_key if isinstance(self.subject, RegenerationTask) else None
+
+    @property
+    def coalescing_key(self) -> str | None:
+        if isinstance(self.subject, RegenerationTask):
+            return self.subject.coalescing_key
+        return None
+
+    @property
+    def lane(self) -> str:
+        """The in-flight window it counts against: one per upstream."""
+        if isinstance(self.subject, RegenerationTask):
+            return self.subject.operation.upstream
+        return "none"
+
+
 class ResultSink(Protocol):
     async def publish_result(self, record: InputRecord, event: ResultEvent) -> None: ...
 
@@ -65,14 +110,25 @@ class EventProcessor:
         *,
         event_source: str,
         max_event_bytes: int,
+        max_handling_attempts: int,
     ) -> None:
         self._regenerator = regenerator
         self._sink = sink
         self._metrics = metrics
         self._event_source = event_source
         self._max_event_bytes = max_event_bytes
+        self._max_handling_attempts = max_handling_attempts
 
-    def read(self, record: InputRecord) -> RegenerationTask | InvalidEvent:
+    def read(self, record: InputRecord) -> PendingEvent:
+        try:
+            return PendingEvent(record, self._plan(record))
+        except Exception as error:
+            # The record must still get its one outcome, and its offset must not be skipped.
+            logger.exception("reading an event raised", extra=record.log_fields())
+            self._metrics.event_received(None)
+            return PendingEvent(record, Unreadable(type(error).__name__))
+
+    def _plan(self, record: InputRecord) -> RegenerationTask | InvalidEvent:
         parsed = parse_event(record.value, max_bytes=self._max_event_bytes)
         if isinstance(parsed, InvalidEvent):
             self._metrics.event_received(parsed.event_type)
@@ -86,34 +142,84 @@ class EventProcessor:
         self._metrics.event_received(parsed.type)
         return plan(parsed)
 
-    async def complete(self, record: InputRecord, subject: RegenerationTask | InvalidEvent) -> None:
+    async def complete(self, group: Sequence[PendingEvent]) -> None:
+        """One upstream call for the group's first event, then one result for each event."""
+        unpublished = list(group)
+        leader = group[0].subject
+        if isinstance(leader, Unreadable):
+            await self._give_up(unpublished, leader.error)
+            return
+        outcome: Outcome | None = None
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._max_handling_attempts),
+                wait=wait_exponential(multiplier=0.1, max=2),
+                retry=retry_if_exception_type(Exception),
+                before_sleep=lambda state: self._handling_failed(group[0].record, state),
+                reraise=True,
+            ):
+                with attempt:
+                    if outcome is None:
+                        outcome = await self._outcome(leader)
+                    # Events already published are not published again on the next try.
+                    while unpublished:
+                        await self._publish(unpublished[0], outcome, leader)
+                        del unpublished[0]
+        except Exception as error:
+            logger.exception(
+                "handling an event kept raising; failing it as internal_error",
+                extra=group[0].record.log_fields() | {"attempts": self._max_handling_attempts},
+            )
+            await self._give_up(unpublished, type(error).__name__)
+
+    async def _outcome(self, subject: RegenerationTask | InvalidEvent) -> Outcome:
         if isinstance(subject, InvalidEvent):
-            outcome = invalid_event_outcome(subject)
-        else:
-            outcome = await self._regenerate(record, subject)
+            return invalid_event_outcome(subject)
+        try:
+            return await self._regenerator.regenerate(subject)
+        except Exception as error:
+            logger.exception(
+                "unexpected error during regeneration", extra={"event_id": subject.event.id}
+            )
+            return Outcome(
+                Failed(FailureReason.INTERNAL_ERROR, f"internal error: {type(error).__name__}"),
+                attempts=1,
+            )
+
+    async def _publish(
+        self,
+        pending: PendingEvent,
+        outcome: Outcome,
+        leader: RegenerationTask | InvalidEvent,
+    ) -> None:
+        record, subject = pending.record, pending.subject
+        assert not isinstance(subject, Unreadable), "unreadable events are never grouped"
         result = outcome.result
         operation = subject.operation if isinstance(subject, RegenerationTask) else NO_OPERATION
+        served_by = leader if isinstance(leader, RegenerationTask) else None
         event = result_event(
             subject,
             outcome,
             source=self._event_source,
             origin=record.origin,
             now=dt.datetime.now(dt.UTC),
+            served_by=served_by,
         )
-        if isinstance(result, Failed):
-            await self._until_published(record, lambda: self._sink.dead_letter(record, result))
-            self._metrics.dead_letters.labels(result.reason).inc()
-        await self._until_published(record, lambda: self._sink.publish_result(record, event))
+        await self._deliver(record, event, result)
         self._metrics.results.labels(
             operation,
             "failed" if isinstance(result, Failed) else "succeeded",
             result.reason if isinstance(result, Failed) else "",
         ).inc()
+        coalesced = subject is not leader
+        if coalesced:
+            self._metrics.coalesced.labels(operation).inc()
         log_fields = record.log_fields() | {
             "event_id": event.data.sourceEventId,
             "type": event.data.sourceEventType,
             "operation": operation,
             "attempts": outcome.attempts,
+            "served_by": event.data.servedByEventId if coalesced else None,
         }
         if isinstance(result, Failed):
             logger.warning(
@@ -123,18 +229,43 @@ class EventProcessor:
         else:
             logger.info("regeneration succeeded", extra=log_fields)
 
-    async def _regenerate(self, record: InputRecord, task: RegenerationTask) -> Outcome:
-        try:
-            return await self._regenerator.regenerate(task)
-        except Exception as error:
-            logger.exception(
-                "unexpected error during regeneration",
-                extra=record.log_fields() | {"event_id": task.event.id},
+    async def _give_up(self, unpublished: Sequence[PendingEvent], error: str) -> None:
+        failure = Failed(FailureReason.INTERNAL_ERROR, f"internal error: {error}", retryable=True)
+        for pending in unpublished:
+            subject = pending.subject
+            event_id: str | None = None
+            event_type: str | None = None
+            if isinstance(subject, RegenerationTask):
+                event_id, event_type = subject.event.id, subject.event.type
+            elif isinstance(subject, InvalidEvent):
+                event_id, event_type = subject.event_id, subject.event_type
+            event = internal_error_event(
+                event_id,
+                event_type,
+                failure,
+                source=self._event_source,
+                origin=pending.record.origin,
+                now=dt.datetime.now(dt.UTC),
             )
-            return Outcome(
-                Failed(FailureReason.INTERNAL_ERROR, f"internal error: {type(error).__name__}"),
-                attempts=1,
-            )
+            await self._deliver(pending.record, event, failure)
+            self._metrics.results.labels(NO_OPERATION, "failed", failure.reason).inc()
+
+    async def _deliver(
+        self, record: InputRecord, event: ResultEvent, result: Succeeded | Failed
+    ) -> None:
+        """Dead letter first (for failures), then the result: once the result is out, the
+        record counts as done."""
+        if isinstance(result, Failed):
+            await self._until_published(record, lambda: self._sink.dead_letter(record, result))
+            self._metrics.dead_letters.labels(result.reason).inc()
+        await self._until_published(record, lambda: self._sink.publish_result(record, event))
+
+    def _handling_failed(self, record: InputRecord, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.error(
+            "handling an event raised; trying again",
+            extra=record.log_fields() | {"error": repr(error), "attempt": state.attempt_number},
+        )
 
     async def _until_published(
         self, record: InputRecord, publish: Callable[[], Awaitable[None]]

@@ -33,6 +33,7 @@ from service.domain.results import (
     RegenerationFailed,
     RegenerationSucceeded,
     ResultEvent,
+    internal_error_event,
     invalid_event_outcome,
     result_event,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "TransientFailure",
     "Upstream",
     "UpstreamLoad",
+    "internal_error_event",
     "invalid_event_outcome",
     "parse_event",
     "plan",

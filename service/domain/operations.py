@@ -46,6 +46,12 @@ class RegenerationTask:
     """The same for every retry and redelivery of this event, so Zuora applies it once."""
 
     @property
+    def coalescing_key(self) -> str:
+        """Events of one object with equal keys ask for exactly the same upstream call (same
+        operation, identifiers and flags), so one call can serve them all."""
+        return f"{self.operation}\n{self.event.data.model_dump_json()}"
+
+    @property
     def limit_scope(self) -> str:
         """What the upstream's rate and concurrency limits are counted per: Zuora counts per
         entity under Multi-entity, otherwise per tenant ('')."""

@@ -33,6 +33,11 @@ class _ResultData(BaseModel):
         default=None, description="The business object; events for one object run in order."
     )
     attempts: int = Field(ge=0, description="Upstream attempts made (0 when none was made).")
+    servedByEventId: str | None = Field(
+        default=None,
+        description="The event whose upstream call served this one: its own id, or, when "
+        "events waiting for the same object were coalesced into one call, the first one's.",
+    )
 
 
 class RegenerationSucceededData(_ResultData):
@@ -88,9 +93,11 @@ def result_event(
     source: str,
     origin: str,
     now: dt.datetime,
+    served_by: RegenerationTask | None = None,
 ) -> ResultEvent:
     """Describe an outcome as a CloudEvent. ``origin`` names the input record (topic/part/offset)
-    and stands in for the event id when the input had none."""
+    and stands in for the event id when the input had none. ``served_by`` is the task whose
+    upstream call produced the outcome, when it was not the subject's own."""
     result = outcome.result
     if isinstance(subject, RegenerationTask):
         event, operation = subject.event, subject.operation
@@ -100,6 +107,7 @@ def result_event(
             "operation": operation,
             "objectKey": subject.object_key,
             "attempts": outcome.attempts,
+            "servedByEventId": (served_by or subject).event.id,
         }
         envelope: dict[str, Any] = {"source": source, "subject": subject.object_key, "time": now}
         if isinstance(result, Succeeded):
@@ -126,6 +134,29 @@ def result_event(
         source=source,
         time=now,
         data=_failed_data(common, result, problems=list(subject.problems)),
+    )
+
+
+def internal_error_event(
+    event_id: str | None,
+    event_type: str | None,
+    failure: Failed,
+    *,
+    source: str,
+    origin: str,
+    now: dt.datetime,
+) -> RegenerationFailed:
+    """The last-resort result of an event whose handling kept raising: built from as little
+    as possible, so whatever broke the normal path cannot break this one too."""
+    return RegenerationFailed(
+        id=_result_id(event_id or origin, None, REGENERATION_FAILED),
+        source=source,
+        time=now,
+        data=_failed_data(
+            {"sourceEventId": event_id, "sourceEventType": event_type, "attempts": 0},
+            failure,
+            problems=None,
+        ),
     )
 
 

@@ -1,75 +1,169 @@
 """Runs events concurrently across objects, in order within an object, with bounded memory.
 
-``submit`` is awaited by the consume loop: when ``max_in_flight`` events are unfinished it
-does not return, so the loop stops fetching until one finishes (backpressure). How many
-upstream calls run at once is the Regenerator's business, not this one's. Events with
-the same ordering key form a chain; each waits for its predecessor, so one slow object
-holds back only its own events, not its partition.
+``submit`` is awaited by the consume loop: when a lane (one per upstream) has
+``max_in_flight`` unfinished events it does not return, so the loop stops fetching until one
+finishes (backpressure). Lanes keep an upstream whose circuit is open, and whose events
+therefore wait, from using up the window of the other upstream.
+
+Events with the same ordering key queue behind each other and one worker per key runs them.
+When the worker takes the next event, the events queued right behind it with the same merge
+key go with it as one group, handled together (coalescing); an event that arrives after a
+group started waits for the next group.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from service.kafka.offsets import OffsetTracker, Partition, Ticket
 from service.observability import Metrics
 
 logger = logging.getLogger(__name__)
 
-Work = Callable[[], Awaitable[None]]
+Item = TypeVar("Item")
 
 
-class Dispatcher:
-    def __init__(self, tracker: OffsetTracker, metrics: Metrics, *, max_in_flight: int) -> None:
+@dataclass(eq=False, slots=True)
+class _Entry(Generic[Item]):
+    ticket: Ticket
+    item: Item
+    lane: str
+    merge_key: Hashable | None
+
+
+class Dispatcher(Generic[Item]):
+    def __init__(
+        self,
+        tracker: OffsetTracker,
+        metrics: Metrics,
+        *,
+        max_in_flight: int,
+        handle: Callable[[Sequence[Item]], Awaitable[None]],
+        merge_key: Callable[[Item], Hashable | None] = lambda item: None,
+    ) -> None:
         self._tracker = tracker
         self._metrics = metrics
-        self._window = asyncio.Semaphore(max_in_flight)
-        self._chain_tails: dict[str, asyncio.Task[None]] = {}
+        self._max_in_flight = max_in_flight
+        self._handle = handle
+        self._merge_key = merge_key
+        self._windows: dict[str, asyncio.Semaphore] = {}
+        self._queues: dict[str, collections.deque[_Entry[Item]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unfinished: collections.Counter[Partition] = collections.Counter()
+        self._progress = asyncio.Event()
 
-    async def submit(self, partition: Partition, offset: int, key: str | None, work: Work) -> None:
-        await self._window.acquire()
-        ticket = self._tracker.started(partition, offset)
-        self._metrics.in_flight.inc()
-        predecessor = self._chain_tails.get(key) if key is not None else None
-        task = asyncio.create_task(self._run(ticket, key, predecessor, work))
-        if key is not None:
-            self._chain_tails[key] = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(
-        self, ticket: Ticket, key: str | None, predecessor: asyncio.Task[None] | None, work: Work
+    async def submit(
+        self, partition: Partition, offset: int, item: Item, *, key: str | None, lane: str
     ) -> None:
+        window = self._windows.setdefault(lane, asyncio.Semaphore(self._max_in_flight))
+        await window.acquire()
+        entry = _Entry(self._tracker.started(partition, offset), item, lane, self._merge_key(item))
+        self._unfinished[partition] += 1
+        self._metrics.in_flight.inc()
+        if key is None:
+            self._spawn(self._run([entry]))
+        elif (queue := self._queues.get(key)) is not None:
+            queue.append(entry)
+        else:
+            self._queues[key] = collections.deque([entry])
+            self._spawn(self._work_through(key))
+
+    async def _work_through(self, key: str) -> None:
+        queue = self._queues[key]
         try:
-            if predecessor is not None:
-                # Wait for it to end however it ends; its failure is its own outcome.
-                await asyncio.wait([predecessor])
-            await work()
-            # Only a completed event is committable; a cancelled one is read again.
-            self._tracker.finished(ticket)
+            while queue:
+                await self._run(_next_group(queue))
+        finally:
+            # Reached with a non-empty queue only when cancelled at shutdown.
+            del self._queues[key]
+            while queue:
+                self._ended(queue.popleft())
+
+    async def _run(self, group: list[_Entry[Item]]) -> None:
+        try:
+            await self._handle([entry.item for entry in group])
+            # Only completed events are committable; a cancelled one is read again.
+            for entry in group:
+                self._tracker.finished(entry.ticket)
         except asyncio.CancelledError:
             raise
         except Exception:
+            # The handler turns every failure into a result; reaching this is a bug.
             logger.exception(
                 "event handling failed; its offset stays uncommitted until a restart",
-                extra={"partition": ticket.partition.partition, "offset": ticket.offset},
+                extra={
+                    "records": [
+                        f"{entry.ticket.partition.topic}/{entry.ticket.partition.partition}/"
+                        f"{entry.ticket.offset}"
+                        for entry in group
+                    ]
+                },
             )
         finally:
-            self._metrics.in_flight.dec()
-            self._window.release()
-            if key is not None and self._chain_tails.get(key) is asyncio.current_task():
-                del self._chain_tails[key]
+            for entry in group:
+                self._ended(entry)
 
-    async def drain(self, grace_seconds: float) -> bool:
-        """Wait for in-flight events, cancel any left after the grace period; True if none was."""
-        if not self._tasks:
+    def _ended(self, entry: _Entry[Item]) -> None:
+        self._metrics.in_flight.dec()
+        self._windows[entry.lane].release()
+        self._unfinished[entry.ticket.partition] -= 1
+        self._progress.set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def unfinished(self, partitions: set[Partition] | None = None) -> int:
+        if partitions is None:
+            return self._unfinished.total()
+        return sum(self._unfinished[partition] for partition in partitions)
+
+    async def drain(self, grace_seconds: float, partitions: set[Partition] | None = None) -> bool:
+        """Wait up to the grace period for the events of ``partitions`` (default: all) to
+        finish; True if they all did.
+
+        When time runs out on a shutdown, everything left is cancelled: unfinished events
+        are not committed and will be read again. On a rebalance (``partitions`` given)
+        the revoked partitions' events that have not started are dropped for their next
+        owner, and those already running finish (their results may then appear twice).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        while self.unfinished(partitions) and (remaining := deadline - loop.time()) > 0:
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        if not self.unfinished(partitions):
             return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending)
-        return not pending
+        if partitions is None:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        else:
+            self._drop_waiting(partitions)
+        return False
+
+    def _drop_waiting(self, partitions: set[Partition]) -> None:
+        for queue in self._queues.values():
+            kept = [entry for entry in queue if entry.ticket.partition not in partitions]
+            for entry in queue:
+                if entry.ticket.partition in partitions:
+                    self._ended(entry)
+            queue.clear()
+            queue.extend(kept)
+
+
+def _next_group(queue: collections.deque[_Entry[Item]]) -> list[_Entry[Item]]:
+    group = [queue.popleft()]
+    merge_key = group[0].merge_key
+    if merge_key is not None:
+        while queue and queue[0].merge_key == merge_key:
+            group.append(queue.popleft())
+    return group

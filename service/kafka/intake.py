@@ -16,11 +16,10 @@ from aiokafka.errors import KafkaError
 from faststream.kafka.message import KafkaMessage
 from faststream.kafka.subscriber.usecase import LogicSubscriber
 
-from service.domain import RegenerationTask
 from service.kafka.dispatcher import Dispatcher
 from service.kafka.offsets import OffsetTracker, Partition
 from service.observability import Metrics
-from service.processing import EventProcessor, InputRecord
+from service.processing import EventProcessor, InputRecord, PendingEvent
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +28,19 @@ class Intake:
     def __init__(
         self,
         processor: EventProcessor,
-        dispatcher: Dispatcher,
+        dispatcher: Dispatcher[PendingEvent],
         tracker: OffsetTracker,
         metrics: Metrics,
         *,
         commit_interval_seconds: float,
+        rebalance_grace_seconds: float,
     ) -> None:
         self._processor = processor
         self._dispatcher = dispatcher
         self._tracker = tracker
         self._metrics = metrics
         self._commit_interval = commit_interval_seconds
+        self._rebalance_grace = rebalance_grace_seconds
         self._subscriber: LogicSubscriber[object] | None = None
         self._commit_loop: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()
@@ -59,14 +60,13 @@ class Intake:
             value=raw.value,
             headers=tuple(raw.headers or ()),
         )
-        subject = self._processor.read(record)
-        # Invalid events have no object: they run at once, ordered after nothing.
-        key = subject.object_key if isinstance(subject, RegenerationTask) else None
+        pending = self._processor.read(record)
         await self._dispatcher.submit(
             Partition(record.topic, record.partition),
             record.offset,
-            key,
-            lambda: self._processor.complete(record, subject),
+            pending,
+            key=pending.ordering_key,
+            lane=pending.lane,
         )
 
     def start_committing(self) -> None:
@@ -116,8 +116,19 @@ class Intake:
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         return _CommitOnRevoke(self)
 
-    def forget(self, partitions: set[Partition]) -> None:
+    async def hand_over(self, partitions: set[Partition]) -> None:
+        """Partitions are being revoked: let their events finish (up to the grace period),
+        commit what finished, and drop the rest for the next owner to read again."""
+        finished = await self._dispatcher.drain(self._rebalance_grace, partitions)
+        await self.commit(only=partitions)
         self._tracker.forget(partitions)
+        logger.info(
+            "partitions handed over",
+            extra={
+                "partitions": sorted(f"{p.topic}/{p.partition}" for p in partitions),
+                "all_in_flight_finished": finished,
+            },
+        )
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -125,11 +136,8 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._intake = intake
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        partitions = {Partition(tp.topic, tp.partition) for tp in revoked}
-        # Commit the finished prefix while the partitions are still ours; events still in
-        # flight finish and publish, and the next owner may repeat them (at least once).
-        await self._intake.commit(only=partitions)
-        self._intake.forget(partitions)
+        # Runs before the group rebalances, while the partitions are still ours to commit.
+        await self._intake.hand_over({Partition(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         logger.info(

@@ -1,6 +1,8 @@
 """Commit positions never pass an unfinished event; ordering per key, concurrency across keys."""
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from service.kafka import Dispatcher, OffsetTracker, Partition
 from service.observability import Metrics
@@ -43,63 +45,117 @@ def test_a_ticket_from_a_revoked_assignment_changes_nothing() -> None:
     assert tracker.commit_positions() == {P0: 6}
 
 
+@dataclass
+class Job:
+    """A stand-in event: a name, an optional gate to hold it, an optional merge key."""
+
+    name: str
+    gate: asyncio.Event | None = None
+    merge: str | None = None
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.groups: list[list[str]] = []
+        self.ended = asyncio.Event()
+
+    async def handle(self, group: Sequence[Job]) -> None:
+        names = [job.name for job in group]
+        self.groups.append(names)
+        self.log.append(f"start {'+'.join(names)}")
+        for job in group:
+            if job.gate is not None:
+                await job.gate.wait()
+        self.log.append(f"end {'+'.join(names)}")
+        self.ended.set()
+
+
+def dispatcher(
+    recorder: Recorder, tracker: OffsetTracker | None = None, max_in_flight: int = 10
+) -> Dispatcher[Job]:
+    return Dispatcher(
+        tracker or OffsetTracker(),
+        Metrics(),
+        max_in_flight=max_in_flight,
+        handle=recorder.handle,
+        merge_key=lambda job: job.merge,
+    )
+
+
 async def test_same_key_runs_in_order_and_other_keys_overtake() -> None:
-    tracker = OffsetTracker()
-    dispatcher = Dispatcher(tracker, Metrics(), max_in_flight=10)
-    release_first, b1_done = asyncio.Event(), asyncio.Event()
-    log: list[str] = []
-
-    def work(name: str, gate: asyncio.Event | None = None):  # type: ignore[no-untyped-def]
-        async def run() -> None:
-            log.append(f"start {name}")
-            if gate is not None:
-                await gate.wait()
-            log.append(f"end {name}")
-            if name == "B1":
-                b1_done.set()
-
-        return run
-
-    await dispatcher.submit(P0, 0, "A", work("A1", release_first))
-    await dispatcher.submit(P0, 1, "A", work("A2"))
-    await dispatcher.submit(P0, 2, "B", work("B1"))
-    await asyncio.wait_for(b1_done.wait(), 5)
-    assert log == ["start A1", "start B1", "end B1"]
+    tracker, recorder = OffsetTracker(), Recorder()
+    events = dispatcher(recorder, tracker)
+    release_first = asyncio.Event()
+    await events.submit(P0, 0, Job("A1", release_first), key="A", lane="zuora")
+    await events.submit(P0, 1, Job("A2"), key="A", lane="zuora")
+    await events.submit(P0, 2, Job("B1"), key="B", lane="zuora")
+    await asyncio.wait_for(recorder.ended.wait(), 5)
+    assert recorder.log == ["start A1", "start B1", "end B1"]
     assert tracker.commit_positions() == {P0: 0}
     release_first.set()
-    assert await dispatcher.drain(grace_seconds=5)
-    assert log[3:] == ["end A1", "start A2", "end A2"]
+    assert await events.drain(grace_seconds=5)
+    assert recorder.log[3:] == ["end A1", "start A2", "end A2"]
     assert tracker.commit_positions() == {P0: 3}
 
 
-async def test_a_full_window_holds_the_consume_loop_back() -> None:
-    dispatcher = Dispatcher(OffsetTracker(), Metrics(), max_in_flight=2)
+async def test_waiting_events_with_the_same_merge_key_run_as_one_group() -> None:
+    recorder = Recorder()
+    events = dispatcher(recorder)
+    release_first = asyncio.Event()
+    await events.submit(P0, 0, Job("A1", release_first, merge="x"), key="A", lane="zuora")
+    await events.submit(P1, 0, Job("B1"), key="B", lane="zuora")
+    await asyncio.wait_for(recorder.ended.wait(), 5)  # B1 ran, so A1 has started too
+    for offset, (name, merge) in enumerate(
+        [("A2", "x"), ("A3", "x"), ("A4", "y"), ("A5", "x")], start=1
+    ):
+        await events.submit(P0, offset, Job(name, merge=merge), key="A", lane="zuora")
+    release_first.set()
+    assert await events.drain(grace_seconds=5)
+    # A1 had started before the others arrived, so it is alone; A4 differs, so it splits
+    # the run, and A5 is not moved ahead of it.
+    assert recorder.groups == [["A1"], ["B1"], ["A2", "A3"], ["A4"], ["A5"]]
+
+
+async def test_a_full_window_holds_the_consume_loop_back_for_its_lane_only() -> None:
+    events = dispatcher(Recorder(), max_in_flight=2)
     gate = asyncio.Event()
-
-    async def blocked() -> None:
-        await gate.wait()
-
-    await dispatcher.submit(P0, 0, "A", blocked)
-    await dispatcher.submit(P0, 1, "B", blocked)
-    third = asyncio.create_task(dispatcher.submit(P0, 2, "C", blocked))
+    await events.submit(P0, 0, Job("A", gate), key="A", lane="zuora")
+    await events.submit(P0, 1, Job("B", gate), key="B", lane="zuora")
+    third = asyncio.create_task(events.submit(P0, 2, Job("C", gate), key="C", lane="zuora"))
     await asyncio.sleep(0.05)
     assert not third.done()
+    # The other upstream's lane has room of its own.
+    await asyncio.wait_for(events.submit(P1, 0, Job("J"), key="J", lane="softwareone"), 1)
     gate.set()
     await asyncio.wait_for(third, 5)
-    assert await dispatcher.drain(grace_seconds=5)
+    assert await events.drain(grace_seconds=5)
 
 
 async def test_work_cut_off_by_shutdown_is_not_committable() -> None:
     tracker = OffsetTracker()
-    dispatcher = Dispatcher(tracker, Metrics(), max_in_flight=5)
-
-    async def never_ends() -> None:
-        await asyncio.Event().wait()
-
-    async def quick() -> None:
-        return None
-
-    await dispatcher.submit(P0, 0, "A", quick)
-    await dispatcher.submit(P0, 1, "B", never_ends)
-    assert not await dispatcher.drain(grace_seconds=0.1)
+    events = dispatcher(Recorder(), tracker)
+    await events.submit(P0, 0, Job("quick"), key="A", lane="zuora")
+    await events.submit(P0, 1, Job("never", asyncio.Event()), key="B", lane="zuora")
+    await events.submit(P0, 2, Job("queued"), key="B", lane="zuora")
+    assert not await events.drain(grace_seconds=0.1)
     assert tracker.commit_positions() == {P0: 1}
+    assert events.unfinished() == 0
+
+
+async def test_handing_over_partitions_waits_for_theirs_and_drops_what_has_not_started() -> None:
+    tracker, recorder = OffsetTracker(), Recorder()
+    events = dispatcher(recorder, tracker)
+    stuck, elsewhere = asyncio.Event(), asyncio.Event()
+    await events.submit(P0, 0, Job("P0-done"), key="A", lane="zuora")
+    await events.submit(P0, 1, Job("P0-stuck", stuck), key="B", lane="zuora")
+    await events.submit(P0, 2, Job("P0-queued"), key="B", lane="zuora")
+    await events.submit(P1, 0, Job("P1-running", elsewhere), key="C", lane="zuora")
+    assert not await events.drain(grace_seconds=0.1, partitions={P0})
+    assert events.unfinished({P0}) == 1, "the running one goes on; the queued one is dropped"
+    assert events.unfinished({P1}) == 1, "other partitions are untouched"
+    stuck.set()
+    elsewhere.set()
+    assert await events.drain(grace_seconds=5)
+    assert ["P0-queued"] not in recorder.groups
+    assert tracker.commit_positions() == {P0: 2, P1: 1}
