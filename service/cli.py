@@ -13,6 +13,7 @@ from types import FrameType
 
 from service.config import ConfigurationError, load_settings
 from service.observability import configure_logging
+from service.operator import add_operator_commands, run_operator_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schemas", help="write the JSON Schemas and the AsyncAPI document generated from the code"
     )
     schemas.add_argument("--dir", default="schemas", help="target directory")
+    add_operator_commands(commands)
     arguments = parser.parse_args(argv)
+    if (status := run_operator_command(arguments)) is not None:
+        return status
 
     if arguments.command == "run":
         return _run()

@@ -271,6 +271,8 @@ def create_app(config: SandboxConfig) -> Starlette:
             _upstream("journal", _regenerate_journal),
             methods=["POST"],
         ),
+        # Read-only, so `regen-sync check` can prove the API token without changing anything.
+        Route("/public/v1/billing/journals", _upstream("journal", _list_journals), methods=["GET"]),
         Route("/_sandbox/requests", _list_requests, methods=["GET"]),
         Route("/_sandbox/requests", _clear_requests, methods=["DELETE"]),
         Route("/_sandbox/faults", _add_fault, methods=["POST"]),
@@ -622,6 +624,35 @@ def _regenerate_journal(state: SandboxState, call: Call) -> Answer:
             "id": journal_id,
             "status": "Validating",
             "revision": state.journal_revisions[journal_id],
+        },
+    )
+
+
+def _list_journals(state: SandboxState, call: Call) -> Answer:
+    """The Marketplace collection shape: ``$meta.pagination`` and ``data``, paged by RQL's
+    ``limit`` and ``offset``; the journals are those regenerated so far."""
+    try:
+        limit = int(call.query.get("limit", "10"))
+        offset = int(call.query.get("offset", "0"))
+    except ValueError:
+        return _problem(400, "limit and offset must be integers.")
+    if not (0 <= limit <= 1000 and offset >= 0):
+        return _problem(400, "limit must be 0 to 1000 and offset at least 0.")
+    journal_ids = sorted(state.journal_revisions)
+    page = journal_ids[offset : offset + limit]
+    return _json(
+        200,
+        {
+            "$meta": {"pagination": {"offset": offset, "limit": limit, "total": len(journal_ids)}},
+            "data": [
+                {
+                    "id": journal_id,
+                    "name": f"Journal {journal_id}",
+                    "status": "Validating",
+                    "revision": state.journal_revisions[journal_id],
+                }
+                for journal_id in page
+            ],
         },
     )
 

@@ -1,0 +1,103 @@
+"""What the operator commands print: check lines, progress, and never a secret."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TextIO
+
+REDACTED = "***"
+
+
+class Status(StrEnum):
+    OK = "OK"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+    """Not run because a check it depends on failed; that failure already fails the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    name: str
+    status: Status
+    detail: str
+    seconds: float | None = None
+
+    def line(self) -> str:
+        timing = "" if self.seconds is None else f" [{format_duration(self.seconds)}]"
+        return f"{self.status.value:<4} {self.name}: {self.detail}{timing}"
+
+
+def describe_error(error: BaseException) -> str:
+    """``KafkaConnectionError: Unable to bootstrap …``, without repeating a name the message
+    already starts with (aiokafka's do)."""
+    name, said = type(error).__name__, str(error)
+    if not said:
+        return name
+    return said if said.startswith(name) else f"{name}: {said}"
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+class Redactor:
+    """Replaces every configured secret in a text: a last guard, should a library ever put
+    one into an error message."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        # Longest first, so a secret containing another is replaced whole.
+        self._secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+
+class Progress:
+    """A status line for long runs on stderr, so stdout stays parseable: first shown after
+    ``delay`` seconds, then at most once per ``interval``; quick runs print nothing."""
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        *,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        delay: float = 1.0,
+        interval: float = 1.0,
+    ) -> None:
+        self._label = label
+        self._total = total
+        self._stream = stream if stream is not None else sys.stderr
+        self._clock = clock
+        self._started = clock()
+        self._next_at = self._started + delay
+        self._interval = interval
+        self._shown = False
+
+    def update(self, done: int) -> None:
+        now = self._clock()
+        if now < self._next_at:
+            return
+        self._next_at = now + self._interval
+        self._shown = True
+        self._stream.write(f"{self._line(done, now)}\n")
+        self._stream.flush()
+
+    def finish(self, done: int) -> None:
+        """The final count, but only when progress was shown at all."""
+        if self._shown:
+            self._stream.write(f"{self._line(done, self._clock())}\n")
+            self._stream.flush()
+
+    def _line(self, done: int, now: float) -> str:
+        elapsed = now - self._started
+        rate = f", {done / elapsed:.0f}/s" if elapsed > 0 else ""
+        percent = done * 100 // self._total if self._total else 100
+        return f"{self._label} {done}/{self._total} ({percent}%{rate})"
