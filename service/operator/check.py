@@ -89,7 +89,7 @@ def secrets_of(settings: Settings) -> list[str | None]:
 
 
 def configuration_summary(settings: Settings) -> str:
-    """What the service will connect to, and as whom; secrets are only said to be set."""
+    """What the service will connect to, and as whom; never a secret."""
     kafka = settings.kafka
     security: str = kafka.security_protocol
     if kafka.uses_sasl:
@@ -280,7 +280,8 @@ async def _softwareone_token(settings: SoftwareOneSettings) -> str:
                 headers={"Authorization": f"Bearer {settings.api_token.get_secret_value()}"},
             )
         except httpx.TransportError as error:
-            raise CheckFailed(f"could not reach {urlsplit(url).netloc}: {error!r}") from None
+            reason = describe_error(error)
+            raise CheckFailed(f"could not reach {urlsplit(url).netloc}: {reason}") from None
     if response.status_code == 200:
         return f"accepted by {settings.base_url} (GET {SOFTWAREONE_PROBE_PATH}: HTTP 200)"
     problem = error_details(response)

@@ -59,8 +59,9 @@ class Redactor:
 
 
 class Progress:
-    """A status line for long runs on stderr, so stdout stays parseable: first shown after
-    ``delay`` seconds, then at most once per ``interval``; quick runs print nothing."""
+    """A status line for long runs, on stderr so stdout stays parseable. Quick runs print
+    nothing: the first line comes after ``delay`` seconds. On a terminal the line is redrawn
+    in place twice a second; in a log, a new line every 5 seconds."""
 
     def __init__(
         self,
@@ -70,15 +71,16 @@ class Progress:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         delay: float = 1.0,
-        interval: float = 1.0,
+        interval: float | None = None,
     ) -> None:
         self._label = label
         self._total = total
         self._stream = stream if stream is not None else sys.stderr
+        self._redraw = self._stream.isatty()
         self._clock = clock
         self._started = clock()
         self._next_at = self._started + delay
-        self._interval = interval
+        self._interval = interval if interval is not None else 0.5 if self._redraw else 5.0
         self._shown = False
 
     def update(self, done: int) -> None:
@@ -87,17 +89,22 @@ class Progress:
             return
         self._next_at = now + self._interval
         self._shown = True
-        self._stream.write(f"{self._line(done, now)}\n")
-        self._stream.flush()
+        self._write(self._line(done, now), final=False)
 
     def finish(self, done: int) -> None:
         """The final count, but only when progress was shown at all."""
         if self._shown:
-            self._stream.write(f"{self._line(done, self._clock())}\n")
-            self._stream.flush()
+            self._write(self._line(done, self._clock()), final=True)
+
+    def _write(self, line: str, *, final: bool) -> None:
+        if self._redraw:
+            self._stream.write(f"\r\x1b[K{line}" + ("\n" if final else ""))
+        else:
+            self._stream.write(f"{line}\n")
+        self._stream.flush()
 
     def _line(self, done: int, now: float) -> str:
         elapsed = now - self._started
-        rate = f", {done / elapsed:.0f}/s" if elapsed > 0 else ""
         percent = done * 100 // self._total if self._total else 100
-        return f"{self._label} {done}/{self._total} ({percent}%{rate})"
+        rate = f", {done / elapsed:.0f}/s" if done and elapsed > 0 else ""
+        return f"{self._label} {done}/{self._total} ({percent}%, {elapsed:.0f} s{rate})"

@@ -278,19 +278,38 @@ def test_progress_is_silent_for_quick_runs() -> None:
     assert stream.getvalue() == ""
 
 
-def test_progress_reports_at_most_once_per_interval_then_the_total() -> None:
+def test_progress_in_a_log_reports_at_most_once_per_interval_then_the_total() -> None:
     stream, clock = io.StringIO(), FakeClock()
     progress = Progress("sent", 1000, stream=stream, clock=clock)
-    for done, now in [(100, 101.0), (150, 101.5), (400, 102.0)]:
+    for done, now in [(0, 101.0), (150, 103.0), (400, 106.0)]:
         clock.now = now
         progress.update(done)
-    clock.now = 104.0
+    clock.now = 108.0
     progress.finish(1000)
     assert stream.getvalue().splitlines() == [
-        "sent 100/1000 (10%, 100/s)",
-        "sent 400/1000 (40%, 200/s)",
-        "sent 1000/1000 (100%, 250/s)",
+        "sent 0/1000 (0%, 1 s)",
+        "sent 400/1000 (40%, 6 s, 67/s)",
+        "sent 1000/1000 (100%, 8 s, 125/s)",
     ]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_redraws_one_line() -> None:
+    stream, clock = Terminal(), FakeClock()
+    progress = Progress("results", 2, stream=stream, clock=clock)
+    for done, now in [(1, 101.0), (1, 101.2), (1, 101.5)]:
+        clock.now = now
+        progress.update(done)
+    progress.finish(2)
+    assert stream.getvalue() == (
+        "\r\x1b[Kresults 1/2 (50%, 1 s, 1/s)"
+        "\r\x1b[Kresults 1/2 (50%, 2 s, 1/s)"
+        "\r\x1b[Kresults 2/2 (100%, 2 s, 1/s)\n"
+    )
 
 
 def test_a_result_is_one_line_and_optionally_the_whole_event() -> None:
