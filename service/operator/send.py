@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 from service.config import ConfigurationError
 from service.domain import REGENERATION_SUCCEEDED, InvalidEvent, parse_event, plan
 from service.kafka.publishing import CLOUDEVENTS_JSON
-from service.operator.event_flags import data_fields, event_from_arguments
+from service.operator.event_flags import data_fields, event_from_arguments, flag_name
 from service.operator.metadata import TopicInfo, connection_options, describe_topics, kafka_client
 from service.operator.output import Progress, describe_error, format_duration
 from service.operator.settings import KafkaClientSettings, load_kafka_client_settings
@@ -115,7 +115,7 @@ def _check_usage(arguments: argparse.Namespace) -> None:
     flags = [
         flag
         for flag, name in [("--type", "type"), ("--id", "id"), ("--source", "source")]
-        + [(f"data field {name}", name) for name in data_fields()]
+        + [(flag_name(name), name) for name in data_fields()]
         if getattr(arguments, name) is not None
     ]
     if arguments.file and flags:

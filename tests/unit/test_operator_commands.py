@@ -159,7 +159,7 @@ def test_flags_the_service_would_refuse_are_refused_with_its_message(
     [
         ([], "give --type with its data flags, or --file"),
         (["--file=x.json", "--type=journal.fixed"], "drop --type"),
-        (["--file=x.json", "--journal-id=J1"], "drop data field journalId"),
+        (["--file=x.json", "--journal-id=J1"], "drop --journal-id"),
         (["--type=journal.fixed", "--journal-id=J1", "--id=e1", "--count=2"], "--id names one"),
     ],
 )
