@@ -92,6 +92,8 @@ Yields a JSON list of {credential, file, key} for the credentials this release n
 naming what is missing.
 */}}
 {{- define "regen-sync.credentials" -}}
+{{- /* Every template that needs the credentials needs consistent values first. */}}
+{{- include "regen-sync.validate" . }}
 {{- $files := dict
   "zuoraClientSecret" "REGEN_ZUORA__CLIENT_SECRET"
   "softwareoneApiToken" "REGEN_SOFTWAREONE__API_TOKEN"
@@ -119,8 +121,8 @@ naming what is missing.
 {{- end }}
 
 {{/*
-Cross-field rules the values schema cannot express readably. Included by the Deployment, so
-any invalid combination stops the whole release with one clear message.
+Cross-field rules the values schema cannot express readably; any invalid combination stops the
+whole release with one clear message.
 */}}
 {{- define "regen-sync.validate" -}}
 {{- $kafka := .Values.config.kafka | default dict }}
