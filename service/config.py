@@ -187,7 +187,7 @@ class CircuitSettings(BaseModel):
         default=5.0, gt=0, le=3600, description="Wait before the first probe of an open circuit."
     )
     max_open_seconds: float = Field(
-        default=60.0, gt=0, le=3600, description="Upper bound of the doubling wait between probes."
+        default=30.0, gt=0, le=3600, description="Upper bound of the doubling wait between probes."
     )
 
     @model_validator(mode="after")

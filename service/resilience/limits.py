@@ -4,7 +4,9 @@ Zuora refuses with 429 once a tenant (or entity) is over its concurrency or rate
 failed requests count towards the rate too, so discovering the limit by hitting it wastes
 the budget other integrations share. The concurrency cap starts at the configured maximum,
 halves on a 429, steps down by one when Zuora reports little headroom
-(``Concurrency-Limit-Remaining``) and climbs back by one per full round of answered calls.
+(``Concurrency-Limit-Remaining``), never goes above the limit Zuora reports minus a reserve
+(``Concurrency-Limit-Limit``), and climbs back by one per full round of answered calls once
+no 429 came for a while.
 A ``Retry-After`` / ``ratelimit-reset`` pauses the whole scope, not just the refused event.
 """
 
@@ -22,6 +24,8 @@ from service.domain import UpstreamLoad
 
 # Decreases within this window answer the same overload; they must not compound.
 _DECREASE_COOLDOWN_SECONDS = 1.0
+# After a 429, growing again at once would only find the limit again.
+_QUIET_BEFORE_GROWTH_SECONDS = 5.0
 # Zuora advises never using the whole concurrency limit: keep this share of it free.
 _HEADROOM_SHARE = 0.1
 
@@ -43,6 +47,8 @@ class AdaptiveConcurrency:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._answers_since_change = 0
         self._last_decrease = -math.inf
+        self._last_throttled = -math.inf
+        self._ceiling = maximum
         self._headroom = True
         self._on_change = on_change
         self._clock = clock
@@ -75,25 +81,36 @@ class AdaptiveConcurrency:
         self._in_use -= 1
         self._hand_over()
 
-    def throttled(self) -> None:
-        """The upstream answered 429: we are over its limit."""
-        if self._cooling_down():
+    def respect(self, load: UpstreamLoad) -> None:
+        """What an answer (any answer) reports about the upstream's concurrency limit."""
+        if load.concurrency_limit is None and load.concurrency_remaining is None:
             return
-        self._set_limit(max(1, min(self._limit, self._in_use) // 2))
-
-    def answered(self, load: UpstreamLoad | None) -> None:
-        """Any answer other than 429, with what it says about the upstream's headroom."""
-        if load is not None and load.concurrency_remaining is not None:
-            reserve = max(1, math.ceil((load.concurrency_limit or 0) * _HEADROOM_SHARE))
+        reserve = max(1, math.ceil((load.concurrency_limit or 0) * _HEADROOM_SHARE))
+        if load.concurrency_limit is not None:
+            self._ceiling = max(1, load.concurrency_limit - reserve)
+            if self._limit > self._ceiling:
+                self._set_limit(self._ceiling)
+        if load.concurrency_remaining is not None:
             self._headroom = load.concurrency_remaining > reserve
+            # Others (other replicas, other integrations) use the same limit: make room.
             if load.concurrency_remaining < reserve and not self._cooling_down():
                 self._set_limit(max(1, self._limit - 1))
-                return
+
+    def throttled(self) -> None:
+        """The upstream answered 429: we are over its limit."""
+        self._last_throttled = self._clock()
+        if not self._cooling_down():
+            self._set_limit(max(1, min(self._limit, self._in_use) // 2))
+
+    def answered(self) -> None:
+        """An answer other than 429: one step up per full round of them, while the upstream
+        reports headroom and has not throttled us for a while."""
         self._answers_since_change += 1
         if (
             self._headroom
-            and self._limit < self._maximum
+            and self._limit < min(self._maximum, self._ceiling)
             and self._answers_since_change >= self._limit
+            and self._clock() - self._last_throttled >= _QUIET_BEFORE_GROWTH_SECONDS
         ):
             self._set_limit(self._limit + 1)
 
@@ -159,11 +176,13 @@ class ScopeLimits:
     def observe(
         self, *, throttled: bool, retry_after: float | None, load: UpstreamLoad | None
     ) -> None:
+        if load is not None:
+            self.concurrency.respect(load)
+            if load.rate_remaining == 0 and load.rate_reset_seconds:
+                self.pause(load.rate_reset_seconds)
         if throttled:
             self.concurrency.throttled()
             if retry_after is not None:
                 self.pause(retry_after)
-            return
-        self.concurrency.answered(load)
-        if load is not None and load.rate_remaining == 0 and load.rate_reset_seconds:
-            self.pause(load.rate_reset_seconds)
+        else:
+            self.concurrency.answered()

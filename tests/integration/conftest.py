@@ -3,15 +3,18 @@ each a separate process on 127.0.0.1, stopped by PID at the end of the session."
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
-from harness import EventSender, ResultWatcher, Sandbox, Topics
+from harness import EventSender, ResultWatcher, Sandbox, Topics, unique
 
 from service.devstack import ManagedProcess, TansuBroker, free_port
 
@@ -29,13 +32,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+# What each reliability test measured, printed at the end of the run (docs/reliability.md).
+MEASURED: dict[str, dict[str, object]] = {}
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> dict[str, object]:
+    measured: dict[str, object] = {}
+    MEASURED[request.node.name] = measured
+    return measured
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not MEASURED:
+        return
+    terminalreporter.section("reliability figures")
+    for test, measured in MEASURED.items():
+        if measured:
+            terminalreporter.write_line(f"{test}: {json.dumps(measured)}")
+
+
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
-@pytest.fixture(scope="session")
-def sandbox_url(logs_dir: Path) -> Iterator[str]:
+def start_sandbox_process(log_path: Path, *flags: str) -> tuple[ManagedProcess, str]:
+    """`regen-sync sandbox` on a free port with the test credentials; returns it and its URL."""
     port = free_port()
     process = ManagedProcess(
         [
@@ -51,15 +74,24 @@ def sandbox_url(logs_dir: Path) -> Iterator[str]:
             SANDBOX_CLIENT_SECRET,
             "--api-token",
             SANDBOX_API_TOKEN,
-            "--concurrency-limit",
-            "0",
+            *flags,
         ],
-        log_path=logs_dir / "sandbox.log",
+        log_path=log_path,
     )
     process.start()
     try:
         process.wait_for_line("sandbox listening on", timeout=30)
-        yield f"http://127.0.0.1:{port}"
+    except BaseException:
+        process.terminate()
+        raise
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(logs_dir: Path) -> Iterator[str]:
+    process, url = start_sandbox_process(logs_dir / "sandbox.log", "--concurrency-limit", "0")
+    try:
+        yield url
     finally:
         process.terminate()
 
@@ -161,3 +193,68 @@ async def sender(kafka_broker: TansuBroker, shared_topics: Topics) -> AsyncItera
     await events.start()
     yield events
     await events.stop()
+
+
+@dataclass
+class Stack:
+    """A service of its own, on topics of its own, with its own sandbox when asked for."""
+
+    topics: Topics
+    service: ServiceProcess
+    sandbox: Sandbox
+    watcher: ResultWatcher
+    sender: EventSender
+
+
+@pytest_asyncio.fixture
+async def make_stack(
+    kafka_broker: TansuBroker,
+    service_env: Callable[..., dict[str, str]],
+    sandbox: Sandbox,
+    logs_dir: Path,
+) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
+    """``await make_stack(name, sandbox_flags=(...), start=True, **env)``; everything it
+    started is stopped at the end of the test."""
+    processes: list[ManagedProcess] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def make(
+        name: str,
+        *,
+        sandbox_flags: tuple[str, ...] | None = None,
+        start: bool = True,
+        **overrides: str,
+    ) -> Stack:
+        topics = Topics.named(unique(name))
+        await kafka_broker.create_topics(topics.all, PARTITIONS)
+        control = sandbox
+        if sandbox_flags is not None:
+            process, url = await asyncio.to_thread(
+                start_sandbox_process, logs_dir / f"{topics.input}-sandbox.log", *sandbox_flags
+            )
+            processes.append(process)
+            control = Sandbox(url)
+            closers.append(control.close)
+            overrides = {
+                "REGEN_ZUORA__BASE_URL": url,
+                "REGEN_SOFTWAREONE__BASE_URL": url,
+            } | overrides
+        service = ServiceProcess(
+            service_env(topics, **overrides), logs_dir / f"{topics.input}-service.log"
+        )
+        processes.append(service.process)
+        results = ResultWatcher(kafka_broker.bootstrap_servers, topics)
+        await results.start()
+        closers.append(results.stop)
+        events = EventSender(kafka_broker.bootstrap_servers, topics.input)
+        await events.start()
+        closers.append(events.stop)
+        if start:
+            await asyncio.to_thread(service.start)
+        return Stack(topics, service, control, results, events)
+
+    yield make
+    for close in reversed(closers):
+        await close()
+    for process in reversed(processes):
+        process.terminate()

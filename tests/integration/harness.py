@@ -65,6 +65,30 @@ def new_event(event_type: str, data: dict[str, Any], **extra: Any) -> dict[str, 
     } | extra
 
 
+ZUORA_KINDS = 3
+"""event_of_kind(n) for n % 4 < 3 is a Zuora event; 3 is a SoftwareOne journal."""
+
+
+def event_of_kind(n: int, object_id: str) -> dict[str, Any]:
+    """The four event types in turn (n % 4), for the object ``object_id``."""
+    match n % 4:
+        case 0:
+            return new_event(
+                "billing.document.fixed", {"documentType": "Invoice", "documentNumber": object_id}
+            )
+        case 1:
+            return new_event(
+                "booking.fixed", {"objectType": "OrderLineItem", "orderLineItemId": object_id}
+            )
+        case 2:
+            return new_event(
+                "account.charges.fixed",
+                {"accountId": object_id, "invoiceDate": "2026-11-01", "targetDate": "2026-11-01"},
+            )
+        case _:
+            return new_event("journal.fixed", {"journalId": object_id})
+
+
 async def eventually(condition: Callable[[], bool], timeout: float = 15) -> None:
     """For state that has no event to await (a metric, a file): poll until it holds."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -72,6 +96,17 @@ async def eventually(condition: Callable[[], bool], timeout: float = 15) -> None
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition still false after {timeout}s")
         await asyncio.sleep(0.1)
+
+
+def metric(exposition: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus text exposition, by name and exact labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels} is not exported")
 
 
 def unique(prefix: str) -> str:

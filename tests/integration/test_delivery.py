@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import PARTITIONS, ServiceProcess
-from harness import EventSender, ResultWatcher, Sandbox, Topics, new_event, unique
+from harness import (
+    EventSender,
+    ResultWatcher,
+    Sandbox,
+    Topics,
+    event_of_kind,
+    metric,
+    new_event,
+    unique,
+)
 
 from service.devstack import TansuBroker
 
@@ -55,18 +62,20 @@ async def test_sigkill_with_events_in_flight_loses_no_result(
     run = unique("crash")
     # Slow answers keep well over 100 events in flight when the process is killed.
     await sandbox.fault(operation="*", kind="latency", latencyMs=400, match=run)
-    env = service_env(topics, REGEN_PROCESSING__CONCURRENCY="200")
+    env = service_env(
+        topics, REGEN_ZUORA__MAX_CONCURRENCY="200", REGEN_SOFTWAREONE__MAX_CONCURRENCY="200"
+    )
     watcher = ResultWatcher(kafka_broker.bootstrap_servers, topics)
     await watcher.start()
     sender = EventSender(kafka_broker.bootstrap_servers, topics.input)
     await sender.start()
     service = ServiceProcess(env, logs_dir / "crash-service.log")
     try:
-        events = [_event_for(run, n) for n in range(300)]
+        events = [event_of_kind(n, f"{run}-{n % 40}") for n in range(300)]
         await sender.send_many((event, f"{run}-{n % 40}") for n, event in enumerate(events))
         await asyncio.to_thread(service.start)
         await watcher.wait_for([events[0]["id"]], timeout=60)
-        in_flight = _gauge(service.metrics(), "regen_events_in_flight")
+        in_flight = metric(service.metrics(), "regen_events_in_flight")
         service.process.kill()
         finished_before_kill = sum(1 for e in events if watcher.results.get(e["id"]))
 
@@ -89,29 +98,3 @@ async def test_sigkill_with_events_in_flight_loses_no_result(
         service.process.terminate()
         await sender.stop()
         await watcher.stop()
-
-
-def _event_for(run: str, n: int) -> dict[str, Any]:
-    object_id = f"{run}-{n % 40}"
-    match n % 4:
-        case 0:
-            return new_event(
-                "billing.document.fixed", {"documentType": "Invoice", "documentNumber": object_id}
-            )
-        case 1:
-            return new_event(
-                "booking.fixed", {"objectType": "OrderLineItem", "orderLineItemId": object_id}
-            )
-        case 2:
-            return new_event(
-                "account.charges.fixed",
-                {"accountId": object_id, "invoiceDate": "2026-11-01", "targetDate": "2026-11-01"},
-            )
-        case _:
-            return new_event("journal.fixed", {"journalId": object_id})
-
-
-def _gauge(metrics: str, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", metrics, re.MULTILINE)
-    assert found, f"{name} not exported"
-    return float(found.group(1))

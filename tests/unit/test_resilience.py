@@ -132,7 +132,7 @@ async def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
     await asyncio.wait_for(limit.acquire(), 1)
 
 
-async def test_429_halves_the_cap_once_per_overload_then_it_climbs_back() -> None:
+async def test_429_halves_the_cap_once_per_overload_then_it_climbs_back_when_quiet() -> None:
     clock = Clock()
     changes: list[int] = []
     limit = AdaptiveConcurrency(16, on_change=changes.append, clock=clock)
@@ -142,24 +142,40 @@ async def test_429_halves_the_cap_once_per_overload_then_it_climbs_back() -> Non
         limit.throttled()
         limit.release()
     assert limit.limit == 8
-    clock.now += 2
-    for _ in range(8 + 9):  # one full round of answers per step up
-        limit.answered(None)
+    for _ in range(50):
+        limit.answered()
+    assert limit.limit == 8, "no growth right after a 429"
+    clock.now += 6
+    for _ in range(8 + 9):  # then one step up per full round of answers
+        limit.answered()
     assert limit.limit == 10
     assert changes == [16, 8, 9, 10]
+
+
+async def test_never_above_the_limit_zuora_reports_minus_a_reserve() -> None:
+    clock = Clock()
+    limit = AdaptiveConcurrency(32, clock=clock)
+    limit.respect(UpstreamLoad(concurrency_limit=8, concurrency_remaining=5))
+    assert limit.limit == 7
+    clock.now += 10
+    for _ in range(100):
+        limit.answered()
+    assert limit.limit == 7
 
 
 async def test_little_headroom_reported_by_zuora_steps_the_cap_down_and_stops_growth() -> None:
     clock = Clock()
     limit = AdaptiveConcurrency(10, clock=clock)
-    limit.answered(UpstreamLoad(concurrency_limit=40, concurrency_remaining=3))
+    limit.respect(UpstreamLoad(concurrency_limit=40, concurrency_remaining=3))
     assert limit.limit == 9
-    clock.now += 2
+    clock.now += 10
+    limit.respect(UpstreamLoad(concurrency_limit=40, concurrency_remaining=4))
     for _ in range(50):
-        limit.answered(UpstreamLoad(concurrency_limit=40, concurrency_remaining=4))
+        limit.answered()
     assert limit.limit == 9, "no growth without headroom"
+    limit.respect(UpstreamLoad(concurrency_limit=40, concurrency_remaining=20))
     for _ in range(10):
-        limit.answered(UpstreamLoad(concurrency_limit=40, concurrency_remaining=20))
+        limit.answered()
     assert limit.limit == 10
 
 
