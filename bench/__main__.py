@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +65,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="record regen-sync's stacks with py-spy at the first latency",
+        help="profile regen-sync with py-spy in an extra run at the first latency",
     )
     parser.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})"
@@ -112,6 +113,24 @@ def build_plan(arguments: argparse.Namespace) -> Plan:
     return dataclasses.replace(plan, **given)
 
 
+def service_revision() -> str | None:
+    """The commit measured, marked ``+changes`` when service/ differs from it."""
+    git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
+    try:
+        commit = subprocess.run(  # noqa: S603 - fixed git commands
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(  # noqa: S603
+            [*git, "status", "--porcelain", "--", "service"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout
+    return f"{commit}+changes" if changed else commit
+
+
 def print_row(row: Row) -> None:
     m = row.measurement
     figures = f"{row.events_per_second:,.1f} events/s" if row.events_per_second else "unbounded"
@@ -124,11 +143,25 @@ def print_row(row: Row) -> None:
     print(f"  L={row.latency_ms} ms {row.scenario:<10} {row.label}: {figures}{notes}", flush=True)
 
 
-async def run(plan: Plan, logs: Path) -> list[Row]:
+async def run(plan: Plan, logs: Path) -> tuple[list[Row], dict[str, Any] | None]:
     stack = Stack(logs, plan.partitions)
     await asyncio.to_thread(stack.start)
     try:
-        return await Runner(plan, stack, uuid.uuid4().hex[:8], print_row).run()
+        runner = Runner(plan, stack, uuid.uuid4().hex[:8], print_row)
+        rows = await runner.run()
+        if plan.profile is None:
+            return rows, None
+        profiled = await runner.profile(plan.profile)
+        print(
+            f"  profiled run: {profiled.events_per_second or 0:,.1f} events/s with py-spy attached",
+            flush=True,
+        )
+        return rows, {
+            "latency_ms": plan.latencies_ms[0],
+            "events_per_second": round(profiled.events_per_second or 0, 1),
+            "raw_stacks": str(plan.profile),
+            **summarise(plan.profile),
+        }
     finally:
         await stack.close()
         await asyncio.to_thread(stack.stop)
@@ -147,13 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{', '.join(map(str, plan.latencies_ms))} ms; logs in {logs}",
         flush=True,
     )
-    rows = asyncio.run(run(plan, logs))
+    rows, profile = asyncio.run(run(plan, logs))
     targets = evaluate(rows)
-    profile = summarise(plan.profile) if plan.profile and plan.profile.is_file() else None
     document = {
         "schema": 1,
         "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
         "started_at": started_at.isoformat(timespec="seconds"),
+        "revision": service_revision(),
         "duration_seconds": round(time.monotonic() - started, 1),
         "machine": {
             "cpus": os.cpu_count(),
@@ -177,9 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(targets_table(targets))
     if profile is not None:
-        print(f"\nprofile ({profile['samples']} samples, raw stacks in {plan.profile}):")
-        for entry in profile["self"]:
-            print(f"  {entry['percent']:5.1f}%  {entry['function']}")
+        print(
+            f"\nprofile: {profile['samples']} samples of the event loop thread "
+            f"({profile['other_threads_samples']} of other threads), raw stacks in {plan.profile}"
+        )
+        for kind in ("self", "total"):
+            print(f"  share of samples, {kind}:")
+            for entry in profile[kind]:
+                print(f"  {entry['percent']:5.1f}%  {entry['function']}")
     print(f"\nresults written to {arguments.json} in {document['duration_seconds']} s")
     return 0
 

@@ -12,6 +12,10 @@ from typing import Any
 
 # py-spy's raw format: "frame;frame;...;leaf count", each frame "function (file:line)".
 _LINE_NUMBER = re.compile(r":\d+\)$")
+# `python -m service run` runs the event loop in the main thread; other threads (anyio's
+# workers) are counted apart, since a worker waiting for work still shows as a sample.
+_MAIN_THREAD_ROOT = "_run_module_as_main"
+_SCAFFOLDING_SHARE = 0.99
 
 
 class Profiler:
@@ -35,9 +39,6 @@ class Profiler:
                 "raw",
                 "--rate",
                 "100",
-                # Sampling without pausing the service keeps its throughput close to an
-                # unprofiled run, at the cost of an occasional torn stack.
-                "--nonblocking",
                 "--output",
                 str(self.output),
             ],
@@ -56,18 +57,24 @@ class Profiler:
             self._process.wait()
 
 
-def summarise(raw: Path, top: int = 15) -> dict[str, Any]:
-    """Share of samples per function: ``self`` where it was the running frame, ``total``
-    where it was anywhere on the stack (each stack counted once per function)."""
+def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Shares of the event loop thread's samples per function: ``self`` where it was the
+    running frame, ``total`` where it was anywhere on the stack (once per stack). Frames on
+    (nearly) every stack, the loop's own scaffolding, are left out of ``total``."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    samples = 0
-    for line in raw.read_text().splitlines():
+    samples = other_threads = 0
+    # py-spy writes nothing when it could not attach (no ptrace permission, for one).
+    text = raw.read_text(errors="replace") if raw.is_file() else ""
+    for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+        if not frames[0].startswith(_MAIN_THREAD_ROOT):
+            other_threads += count
+            continue
         samples += count
         own[frames[-1]] += count
         for frame in set(frames):
@@ -76,15 +83,13 @@ def summarise(raw: Path, top: int = 15) -> dict[str, Any]:
     def shares(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
             {"function": frame, "percent": round(100 * count / samples, 1)}
-            for frame, count in counter.most_common(top)
-        ]
+            for frame, count in counter.most_common()
+            if count < _SCAFFOLDING_SHARE * samples
+        ][:top]
 
-    return (
-        {"samples": samples, "self": shares(own), "total": shares(total)}
-        if samples
-        else {
-            "samples": 0,
-            "self": [],
-            "total": [],
-        }
-    )
+    return {
+        "samples": samples,
+        "other_threads_samples": other_threads,
+        "self": shares(own),
+        "total": shares(total),
+    }

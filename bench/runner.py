@@ -56,7 +56,9 @@ class Plan:
     backlog_seconds: float = 60.0
     stall_seconds: float = 60.0
     profile: Path | None = None
-    """Record regen-sync's stacks at the first latency into this file (py-spy raw format)."""
+    """After the scenarios, run regen-sync once more at the first latency with py-spy
+    attached, writing its stacks to this file (py-spy's raw format). Sampling slows the
+    service down a little, so that run is kept out of the table."""
 
 
 SMOKE = Plan(
@@ -84,15 +86,27 @@ class Runner:
         self.rows: list[Row] = []
 
     async def run(self) -> list[Row]:
-        for position, latency in enumerate(self.plan.latencies_ms):
-            await self._latency_scenario(latency, profile=position == 0)
+        for latency in self.plan.latencies_ms:
+            await self._latency_scenario(latency)
         if self.plan.coalescing_latency_ms is not None:
             await self._coalescing(self.plan.coalescing_latency_ms)
         if self.plan.backlog_latency_ms is not None:
             await self._backlog(self.plan.backlog_latency_ms)
         return self.rows
 
-    async def _latency_scenario(self, latency: int, *, profile: bool) -> None:
+    async def profile(self, output: Path) -> Measurement:
+        plan, latency = self.plan, self.plan.latencies_ms[0]
+        prefix = f"{self.run_id}.profile"
+        await self.stack.set_latency(latency)
+        return await measure(
+            self.stack,
+            regen_sync(self.stack, f"{prefix}.regen", concurrency=self.concurrency),
+            Load(build_events(plan.events, plan.objects, prefix=prefix)),
+            Limits(stall_seconds=plan.stall_seconds),
+            profile=output,
+        )
+
+    async def _latency_scenario(self, latency: int) -> None:
         plan, prefix = self.plan, f"{self.run_id}.l{latency}"
         await self.stack.set_latency(latency)
         load = Load(build_events(plan.events, plan.objects, prefix=prefix))
@@ -104,7 +118,6 @@ class Runner:
             regen_sync(self.stack, f"{prefix}.regen", concurrency=self.concurrency),
             load,
             limits,
-            profile=plan.profile if profile else None,
         )
         naive_limits = Limits(time_box_seconds=plan.naive_seconds, stall_seconds=plan.stall_seconds)
         for system, consumers in ((NAIVE_PER_PARTITION, plan.partitions), (NAIVE_SINGLE, 1)):
@@ -188,9 +201,8 @@ class Runner:
         limits: Limits,
         *,
         label: str | None = None,
-        profile: Path | None = None,
     ) -> Row:
-        measurement = await measure(self.stack, system, load, limits, profile=profile)
+        measurement = await measure(self.stack, system, load, limits)
         row = Row(scenario, latency, system_id, label or system.name, measurement)
         row.notes.extend(_anomalies(measurement, limits))
         self._add(row)
