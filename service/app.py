@@ -71,7 +71,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         failed,
         settings.topics.dead_letter,
         producer_options=aiokafka_connection_options(settings.kafka)
-        | {"acks": "all", "enable_idempotence": settings.kafka.enable_idempotence},
+        | {
+            "acks": "all",
+            "enable_idempotence": settings.kafka.enable_idempotence,
+            # A dead letter is an input record of up to max_event_bytes plus our headers.
+            "max_request_size": max(1024 * 1024, settings.processing.max_event_bytes + 16_384),
+        },
     )
 
     zuora_http = _http_client(settings.zuora)

@@ -20,6 +20,7 @@ from typing import Protocol
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
@@ -95,7 +96,14 @@ class PendingEvent:
         return "none"
 
 
+class RecordRefused(Exception):
+    """The broker will never take this record (too large, say): retrying cannot help."""
+
+
 class ResultSink(Protocol):
+    """Publishes results and dead letters. Failures are retried until they succeed, except
+    RecordRefused, which makes the event fail as internal_error instead."""
+
     async def publish_result(self, record: InputRecord, event: ResultEvent) -> None: ...
 
     async def dead_letter(self, record: InputRecord, failure: Failed) -> None: ...
@@ -273,7 +281,7 @@ class EventProcessor:
         # The record's offset must not be committed before its outcome is on Kafka, so a
         # publish is repeated until it goes through (or the service shuts down).
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(Exception),
+            retry=retry_if_exception(lambda error: not isinstance(error, RecordRefused)),
             wait=wait_exponential(multiplier=0.2, max=5),
             before_sleep=lambda state: self._publish_failed(record, state),
         ):

@@ -6,10 +6,11 @@ import datetime as dt
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from faststream.kafka.publisher.usecase import DefaultPublisher
 
 from service.domain import Failed, RegenerationSucceeded, ResultEvent
-from service.processing import InputRecord
+from service.processing import InputRecord, RecordRefused
 
 CLOUDEVENTS_JSON = "application/cloudevents+json; charset=UTF-8"
 # Headers added to a dead letter; the original record's headers come first, unchanged.
@@ -19,6 +20,11 @@ DLQ_ORIGINAL_TOPIC = "regen-original-topic"
 DLQ_ORIGINAL_PARTITION = "regen-original-partition"
 DLQ_ORIGINAL_OFFSET = "regen-original-offset"
 DLQ_FAILED_AT = "regen-failed-at"
+DLQ_TRUNCATED_FROM = "regen-truncated-from-bytes"
+# Errors that sending the same record again can never cure.
+_TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)
+# What is kept of an input too large for the dead-letter topic: enough to identify it.
+_TRUNCATED_VALUE_BYTES = 64 * 1024
 
 
 class KafkaResultSink:
@@ -50,11 +56,14 @@ class KafkaResultSink:
 
     async def publish_result(self, record: InputRecord, event: ResultEvent) -> None:
         publisher = self._succeeded if isinstance(event, RegenerationSucceeded) else self._failed
-        await publisher.publish(
-            event.model_dump_json(exclude_none=True).encode(),
-            key=record.key,
-            headers={"content-type": CLOUDEVENTS_JSON},
-        )
+        try:
+            await publisher.publish(
+                event.model_dump_json(exclude_none=True).encode(),
+                key=record.key,
+                headers={"content-type": CLOUDEVENTS_JSON},
+            )
+        except _TOO_LARGE as error:
+            raise RecordRefused(f"the result event is too large: {error}") from error
 
     async def dead_letter(self, record: InputRecord, failure: Failed) -> None:
         error_headers = [
@@ -67,9 +76,22 @@ class KafkaResultSink:
         ]
         if self._dead_letter_producer is None:
             raise RuntimeError("the dead-letter producer is not started")
-        await self._dead_letter_producer.send_and_wait(
-            self._dead_letter_topic,
-            value=record.value,
-            key=record.key,
-            headers=[*record.headers, *error_headers],
-        )
+        headers = [*record.headers, *error_headers]
+        try:
+            await self._dead_letter_producer.send_and_wait(
+                self._dead_letter_topic, value=record.value, key=record.key, headers=headers
+            )
+        except _TOO_LARGE:
+            # The original bytes plus our headers exceed what the broker takes; a dead letter
+            # that identifies the record beats none (the input topic still holds it whole).
+            value = record.value or b""
+            truncated = [*headers, (DLQ_TRUNCATED_FROM, str(len(value)).encode())]
+            try:
+                await self._dead_letter_producer.send_and_wait(
+                    self._dead_letter_topic,
+                    value=value[:_TRUNCATED_VALUE_BYTES],
+                    key=record.key,
+                    headers=truncated,
+                )
+            except _TOO_LARGE as error:
+                raise RecordRefused(f"the dead letter is too large: {error}") from error

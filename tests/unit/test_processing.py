@@ -1,0 +1,146 @@
+"""One result per event, whatever goes wrong: coalesced groups, raising handlers, refused
+records. In memory: the sink and the regenerator are fakes; the integration suite runs the
+same paths against the real broker."""
+
+import json
+
+import pytest
+
+from service import processing
+from service.domain import (
+    Failed,
+    FailureReason,
+    Outcome,
+    RegenerationTask,
+    ResultEvent,
+    Succeeded,
+)
+from service.observability import Metrics
+from service.processing import EventProcessor, InputRecord, PendingEvent, RecordRefused
+
+
+def record(offset: int, value: object) -> InputRecord:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return InputRecord("input", 0, offset, b"key", raw, ())
+
+
+def journal_event(event_id: str, journal_id: str = "BJO-1") -> dict[str, object]:
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "test",
+        "type": "journal.fixed",
+        "data": {"journalId": journal_id},
+    }
+
+
+class CountingRegenerator:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def regenerate(self, task: RegenerationTask) -> Outcome:
+        self.calls.append(task.event.id)
+        return Outcome(Succeeded({"journalId": "BJO-1"}), attempts=1)
+
+
+class MemorySink:
+    """Keeps what was published; ``refuse`` / ``fail_once`` script publish errors."""
+
+    def __init__(self) -> None:
+        self.results: list[ResultEvent] = []
+        self.dead_letters: list[tuple[int, Failed]] = []
+        self.refuse_succeeded = False
+        self.fail_once: set[str] = set()
+
+    async def publish_result(self, record: InputRecord, event: ResultEvent) -> None:
+        if event.type == "regeneration.succeeded" and self.refuse_succeeded:
+            raise RecordRefused("too large")
+        if event.data.sourceEventId in self.fail_once:
+            self.fail_once.discard(event.data.sourceEventId)
+            raise ValueError("a bug on the way out")
+        self.results.append(event)
+
+    async def dead_letter(self, record: InputRecord, failure: Failed) -> None:
+        self.dead_letters.append((record.offset, failure))
+
+
+def processor(sink: MemorySink, regenerator: CountingRegenerator) -> EventProcessor:
+    return EventProcessor(
+        regenerator,  # type: ignore[arg-type]
+        sink,
+        Metrics(),
+        event_source="urn:test",
+        max_event_bytes=10_000,
+        max_handling_attempts=3,
+    )
+
+
+async def test_a_coalesced_group_makes_one_call_and_gets_one_result_per_event() -> None:
+    sink, regenerator = MemorySink(), CountingRegenerator()
+    events = processor(sink, regenerator)
+    group = [events.read(record(n, journal_event(f"E{n}"))) for n in range(3)]
+    assert len({pending.coalescing_key for pending in group}) == 1
+    await events.complete(group)
+    assert regenerator.calls == ["E0"]
+    assert [r.data.sourceEventId for r in sink.results] == ["E0", "E1", "E2"]
+    assert {r.data.servedByEventId for r in sink.results} == {"E0"}
+    assert len({r.id for r in sink.results}) == 3
+
+
+def test_different_flags_or_objects_never_share_a_coalescing_key() -> None:
+    events = processor(MemorySink(), CountingRegenerator())
+    keys = {
+        events.read(record(0, journal_event("A", "BJO-1"))).coalescing_key,
+        events.read(record(1, journal_event("B", "BJO-2"))).coalescing_key,
+        events.read(
+            record(
+                2,
+                journal_event("C", "BJO-1")
+                | {"data": {"journalId": "BJO-1", "journal": {"notes": "x"}}},
+            )
+        ).coalescing_key,
+    }
+    assert len(keys) == 3
+
+
+async def test_a_raising_publish_is_tried_again_without_duplicating_published_results() -> None:
+    sink, regenerator = MemorySink(), CountingRegenerator()
+    events = processor(sink, regenerator)
+    group = [events.read(record(n, journal_event(f"E{n}"))) for n in range(3)]
+    sink.fail_once = {"E1"}
+    await events.complete(group)
+    assert regenerator.calls == ["E0"], "the upstream call is not repeated"
+    assert [r.data.sourceEventId for r in sink.results] == ["E0", "E1", "E2"]
+
+
+async def test_a_result_the_broker_refuses_ends_as_internal_error_with_a_dead_letter() -> None:
+    sink, regenerator = MemorySink(), CountingRegenerator()
+    sink.refuse_succeeded = True
+    events = processor(sink, regenerator)
+    await events.complete([events.read(record(7, journal_event("E7")))])
+    [result] = sink.results
+    assert result.type == "regeneration.failed"
+    assert result.data.reason is FailureReason.INTERNAL_ERROR  # type: ignore[union-attr]
+    assert result.data.sourceEventId == "E7"
+    assert [(offset, failure.reason) for offset, failure in sink.dead_letters] == [
+        (7, FailureReason.INTERNAL_ERROR)
+    ]
+
+
+async def test_a_record_whose_reading_raises_still_gets_its_failed_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_parser(raw: bytes | None, *, max_bytes: int) -> None:
+        raise RecursionError("parser bug")
+
+    monkeypatch.setattr(processing, "parse_event", broken_parser)
+    sink = MemorySink()
+    events = processor(sink, CountingRegenerator())
+    pending = events.read(record(3, journal_event("E3")))
+    assert isinstance(pending, PendingEvent)
+    assert pending.ordering_key is None
+    await events.complete([pending])
+    [result] = sink.results
+    assert result.data.reason is FailureReason.INTERNAL_ERROR  # type: ignore[union-attr]
+    assert "RecursionError" in result.data.message  # type: ignore[union-attr]
+    assert [offset for offset, _ in sink.dead_letters] == [3]
