@@ -141,8 +141,11 @@ def walk(value: Any) -> Iterator[Any]:
 @functools.cache
 def generator() -> ModuleType:
     """helm/generate.py, which derives the values schema and README from the service."""
-    spec = importlib.util.spec_from_file_location("helm_generate", REPO_ROOT / "helm" / "generate.py")
-    assert spec is not None and spec.loader is not None
+    spec = importlib.util.spec_from_file_location(
+        "helm_generate", REPO_ROOT / "helm" / "generate.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     # Dataclasses resolve their annotations through sys.modules.
     sys.modules[spec.name] = module

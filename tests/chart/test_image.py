@@ -80,7 +80,7 @@ def stages() -> list[Stage]:
 
 def test_multi_stage_on_a_slim_python(stages: list[Stage]) -> None:
     build, runtime = stages
-    assert build.name == "build" and runtime.name == "runtime"
+    assert (build.name, runtime.name) == ("build", "runtime")
     assert re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", runtime.base)
     assert build.base == runtime.base
     # The runtime gets the finished virtualenv and nothing else: no sources, no build tools.
@@ -95,7 +95,9 @@ def test_dependencies_are_installed_in_their_own_cached_layer(stages: list[Stage
     build = stages[0]
     keywords = [(i.keyword, i.arguments) for i in build.instructions]
     install = next(
-        index for index, (kw, args) in enumerate(keywords) if kw == "RUN" and "--requirement" in args
+        index
+        for index, (kw, args) in enumerate(keywords)
+        if kw == "RUN" and "--requirement" in args
     )
     copies_before = [args for kw, args in keywords[:install] if kw == "COPY"]
     assert copies_before == ["pyproject.toml ./"], "only the dependency list may come before"
@@ -117,14 +119,16 @@ def test_runs_as_uid_10001_from_the_entrypoint_regen_sync_run(stages: list[Stage
 def test_nothing_is_written_outside_tmp(stages: list[Stage]) -> None:
     runtime = stages[-1]
     env = " ".join(e.arguments for e in runtime.all_of("ENV"))
-    assert "PYTHONDONTWRITEBYTECODE=1" in env and "TMPDIR=/tmp" in env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert "TMPDIR=/tmp" in env
     assert not runtime.all_of("VOLUME")
 
 
 def test_healthcheck_asks_health_live(stages: list[Stage]) -> None:
     [healthcheck] = stages[-1].all_of("HEALTHCHECK")
     options, _, command = healthcheck.arguments.partition("CMD ")
-    assert "--interval=" in options and "--timeout=" in options
+    assert "--interval=" in options
+    assert "--timeout=" in options
     assert "/health/live" in " ".join(Instruction("CMD", command).exec_form)
 
 
@@ -250,7 +254,8 @@ def test_the_installed_entrypoint_runs_without_writing_anything(image_venv: Path
     help_text = subprocess.run(
         ["regen-sync", "--help"], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert "run" in help_text and "check" in help_text
+    assert "run" in help_text
+    assert "check" in help_text
     # The entrypoint with no configuration stops at once, naming what is missing (exit 2).
     unconfigured = subprocess.run(
         entrypoint.exec_form, env=env, capture_output=True, text=True, timeout=60
@@ -269,11 +274,11 @@ def test_the_installed_entrypoint_runs_without_writing_anything(image_venv: Path
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
+    def do_GET(self) -> None:
         self.send_response(self.status if self.path == "/health/live" else 404)
         self.end_headers()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test asserts on exit codes."""
 
 

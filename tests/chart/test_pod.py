@@ -11,6 +11,8 @@ from rendering import VALUES_FILES, Release, render_file
 
 from service.config import ProcessingSettings
 
+# The image's TMPDIR: the one directory the process writes to.
+IMAGE_TMPDIR = "/tmp"  # noqa: S108
 # Volume types Kubernetes' "restricted" Pod Security Standard allows.
 _RESTRICTED_VOLUME_TYPES = {
     "configMap",
@@ -82,12 +84,16 @@ def test_the_pod_check_catches_a_weakened_pod() -> None:
 def test_the_container_runs_as_the_images_user_and_writes_only_to_tmp() -> None:
     release = render_file("minimal")
     context = release.pod_spec["securityContext"]
-    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (10001, 10001, 10001)
+    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (
+        10001,
+        10001,
+        10001,
+    )
     mounts = {mount["mountPath"]: mount for mount in release.container["volumeMounts"]}
     writable = [path for path, mount in mounts.items() if not mount.get("readOnly")]
-    assert writable == ["/tmp"]
+    assert writable == [IMAGE_TMPDIR]
     volumes = {volume["name"]: volume for volume in release.pod_spec["volumes"]}
-    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    assert "emptyDir" in volumes[mounts[IMAGE_TMPDIR]["name"]]
 
 
 def test_openshift_can_drop_the_fixed_ids() -> None:
@@ -153,8 +159,10 @@ def test_a_changed_setting_or_credential_rolls_the_pods() -> None:
     )
     other_secret = _checksums(render_file("minimal", {"secret": {"existingSecret": "rotated"}}))
     unrelated = _checksums(render_file("minimal", {"replicaCount": 2}))
-    assert changed_setting[0] != config and changed_setting[1] == secret
-    assert changed_credential[0] == config and changed_credential[1] != secret
+    assert changed_setting[0] != config
+    assert changed_setting[1] == secret
+    assert changed_credential[0] == config
+    assert changed_credential[1] != secret
     assert other_secret[1] != secret
     assert unrelated == (config, secret)
 

@@ -96,7 +96,11 @@ def test_the_chart_defaults_alone_are_refused_naming_what_to_set() -> None:
     with pytest.raises(helm_python.HelmValuesError) as refused:
         render({})
     message = str(refused.value)
-    for required in ("/config/kafka/bootstrap_servers", "/config/zuora/base_url", "/config/zuora/client_id"):
+    for required in (
+        "/config/kafka/bootstrap_servers",
+        "/config/zuora/base_url",
+        "/config/zuora/client_id",
+    ):
         assert required in message
 
 
@@ -147,8 +151,10 @@ def test_autoscaling_is_hpa_or_keda_and_then_owns_the_replica_count() -> None:
     keda = render_file("all-options")
     assert (_replicas(fixed), _replicas(hpa), _replicas(keda)) == (2, None, None)
     assert not {"HorizontalPodAutoscaler", "ScaledObject"} & set(fixed.kinds())
-    assert "HorizontalPodAutoscaler" in hpa.kinds() and "ScaledObject" not in hpa.kinds()
-    assert "ScaledObject" in keda.kinds() and "HorizontalPodAutoscaler" not in keda.kinds()
+    assert {"HorizontalPodAutoscaler", "ScaledObject"} & set(hpa.kinds()) == {
+        "HorizontalPodAutoscaler"
+    }
+    assert {"HorizontalPodAutoscaler", "ScaledObject"} & set(keda.kinds()) == {"ScaledObject"}
     with pytest.raises(helm_python.HelmValuesError, match="/autoscaling/mode"):
         render_file("minimal", {"autoscaling": {"mode": "both"}})
 
@@ -156,11 +162,23 @@ def test_autoscaling_is_hpa_or_keda_and_then_owns_the_replica_count() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"inputPartitions": 4, "autoscaling": {"mode": "keda", "maxReplicas": 6}}, "exceeds inputPartitions"),
-        ({"inputPartitions": 4, "autoscaling": {"mode": "hpa", "maxReplicas": 5}}, "exceeds inputPartitions"),
+        (
+            {"inputPartitions": 4, "autoscaling": {"mode": "keda", "maxReplicas": 6}},
+            "exceeds inputPartitions",
+        ),
+        (
+            {"inputPartitions": 4, "autoscaling": {"mode": "hpa", "maxReplicas": 5}},
+            "exceeds inputPartitions",
+        ),
         ({"autoscaling": {"mode": "keda"}}, "autoscaling needs inputPartitions"),
         ({"inputPartitions": 2, "replicaCount": 3}, "replicaCount .3. exceeds inputPartitions"),
-        ({"inputPartitions": 6, "autoscaling": {"mode": "hpa", "minReplicas": 4, "maxReplicas": 3}}, "minReplicas exceeds"),
+        (
+            {
+                "inputPartitions": 6,
+                "autoscaling": {"mode": "hpa", "minReplicas": 4, "maxReplicas": 3},
+            },
+            "minReplicas exceeds",
+        ),
     ],
 )
 def test_never_more_replicas_than_partitions(override: dict[str, Any], message: str) -> None:
@@ -196,7 +214,9 @@ def test_keda_authenticates_with_the_services_credentials_and_ca() -> None:
         "name": auth["metadata"]["name"]
     }
     secret = release.one("Secret")["metadata"]["name"]
-    assert {(ref["parameter"], ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]} == {
+    assert {
+        (ref["parameter"], ref["name"], ref["key"]) for ref in auth["spec"]["secretTargetRef"]
+    } == {
         ("password", secret, "kafka-password"),
         ("keyPassword", secret, "kafka-key-password"),
         ("ca", "kafka-client-tls", "ca.crt"),
@@ -221,8 +241,20 @@ def test_hpa_scales_on_cpu_and_the_lag_metric() -> None:
     hpa = render_file("hpa").one("HorizontalPodAutoscaler")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
     assert hpa["metrics"] == [
-        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
-        {"type": "Pods", "pods": {"metric": {"name": "regen_consumer_lag"}, "target": {"type": "AverageValue", "averageValue": "2000"}}},
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 60},
+            },
+        },
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "regen_consumer_lag"},
+                "target": {"type": "AverageValue", "averageValue": "2000"},
+            },
+        },
     ]
 
 
@@ -230,12 +262,14 @@ def test_service_monitor_scrapes_the_service_port_that_serves_metrics() -> None:
     release = render_file("all-options")
     service = release.one("Service")
     monitor = release.one("ServiceMonitor")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     [endpoint] = monitor["spec"]["endpoints"]
     assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("http", "/metrics", "15s")
     [port] = service["spec"]["ports"]
-    assert port["name"] == endpoint["port"] and port["targetPort"] == "http"
+    assert (port["name"], port["targetPort"]) == (endpoint["port"], "http")
     # Unready pods (broker away) keep being scraped.
     assert service["spec"]["publishNotReadyAddresses"] is True
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -261,7 +295,9 @@ def test_prometheus_rule_carries_the_alerts_file_with_routing_labels_and_runbook
 
 def test_an_alerts_own_severity_wins_over_the_release_wide_labels() -> None:
     rule = render_file("all-options", {"prometheusRule": {"alertLabels": {"severity": "info"}}})
-    severities = {r["labels"]["severity"] for r in rule.one("PrometheusRule")["spec"]["groups"][0]["rules"]}
+    severities = {
+        r["labels"]["severity"] for r in rule.one("PrometheusRule")["spec"]["groups"][0]["rules"]
+    }
     assert severities == {"warning", "critical"}
 
 
@@ -285,7 +321,8 @@ def test_network_policy_admits_only_the_http_port() -> None:
     egress_ports = [port["port"] for rule in policy["egress"] for port in rule["ports"]]
     assert egress_ports == [53, 53, 9093, 443]
     minimal = render_file("minimal").one("NetworkPolicy")["spec"]
-    assert minimal["policyTypes"] == ["Ingress"] and "egress" not in minimal
+    assert minimal["policyTypes"] == ["Ingress"]
+    assert "egress" not in minimal
 
 
 def test_notes_tell_how_to_check_the_release() -> None:

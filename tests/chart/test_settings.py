@@ -66,9 +66,7 @@ def load_in_pod(release: Release, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     return load_settings()
 
 
-def test_every_option_reaches_the_service(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_option_reaches_the_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_in_pod(render_file("all-options"), tmp_path, monkeypatch)
     assert settings.zuora.client_secret.get_secret_value() == "zuora-client-secret-value"
     assert settings.softwareone.api_token.get_secret_value() == "softwareone-api-token-value"
@@ -76,8 +74,8 @@ def test_every_option_reaches_the_service(
     assert settings.kafka.sasl_password.get_secret_value() == "kafka-sasl-password-value"
     assert settings.kafka.ssl_key_password is not None
     assert settings.kafka.ssl_key_password.get_secret_value() == "kafka-ssl-key-password-value"
-    assert settings.kafka.ssl_cafile is not None and settings.kafka.ssl_cafile.read_text() == "ca"
-    assert settings.kafka.ssl_keyfile is not None and settings.kafka.ssl_keyfile.read_text() == "key"
+    tls_files = (settings.kafka.ssl_cafile, settings.kafka.ssl_certfile, settings.kafka.ssl_keyfile)
+    assert [path.read_text() if path else None for path in tls_files] == ["ca", "cert", "key"]
     assert (settings.kafka.security_protocol, settings.kafka.sasl_mechanism) == (
         "SASL_SSL",
         "SCRAM-SHA-256",
@@ -95,7 +93,9 @@ def test_the_service_starts_with_each_values_file(
 ) -> None:
     release = render_file(values_file)
     settings = load_in_pod(release, tmp_path, monkeypatch)
-    assert settings.kafka.bootstrap_servers == release.settings_env["REGEN_KAFKA__BOOTSTRAP_SERVERS"]
+    assert (
+        settings.kafka.bootstrap_servers == release.settings_env["REGEN_KAFKA__BOOTSTRAP_SERVERS"]
+    )
 
 
 def test_production_example_uses_the_existing_secrets(
@@ -189,7 +189,8 @@ def test_the_chart_defaults_are_the_services_defaults() -> None:
     defaults = chart_default_values()["config"]
     for section, fields in defaults.items():
         model = Settings.model_fields[section].annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
         for field, value in fields.items():
             if model.model_fields[field].is_required():
                 continue

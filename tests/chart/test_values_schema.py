@@ -60,9 +60,10 @@ def _set(path: str, value: Any) -> dict[str, Any]:
 )
 def test_schema_refuses_a_wrong_value_naming_it(path: str, value: Any) -> None:
     values = merged(load_values("minimal"), _set(path, value))
-    with helm_python.Chart.load(CHART_DIR) as chart, pytest.raises(
-        helm_python.HelmValuesError
-    ) as refused:
+    with (
+        helm_python.Chart.load(CHART_DIR) as chart,
+        pytest.raises(helm_python.HelmValuesError) as refused,
+    ):
         chart.validate_schema(values)
     message = str(refused.value)
     *parents, leaf = path.split(".")
@@ -87,16 +88,33 @@ def test_schema_accepts_every_values_file_it_ships() -> None:
             "SASL_SSL needs config.kafka.sasl_mechanism and config.kafka.sasl_username",
         ),
         (
-            {"config": {"kafka": {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "u"}}},
+            {
+                "config": {
+                    "kafka": {
+                        "security_protocol": "SASL_PLAINTEXT",
+                        "sasl_mechanism": "PLAIN",
+                        "sasl_username": "u",
+                    }
+                }
+            },
             r"set secret.values.kafkaSaslPassword, or secret.existingSecret",
         ),
         ({"kafkaTls": {"existingSecret": "kafka-ca"}}, "neither SSL nor SASL_SSL"),
         (
-            {"config": {"kafka": {"security_protocol": "SSL"}}, "kafkaTls": {"existingSecret": "ca", "certFileKey": "tls.crt"}},
+            {
+                "config": {"kafka": {"security_protocol": "SSL"}},
+                "kafkaTls": {"existingSecret": "ca", "certFileKey": "tls.crt"},
+            },
             "must be set together",
         ),
-        ({"secret": {"keys": {"zuoraClientSecret": ""}}}, "secret.keys.zuoraClientSecret must name"),
-        ({"terminationGracePeriodSeconds": 10}, "must exceed config.processing.shutdown_grace_seconds"),
+        (
+            {"secret": {"keys": {"zuoraClientSecret": ""}}},
+            "secret.keys.zuoraClientSecret must name",
+        ),
+        (
+            {"terminationGracePeriodSeconds": 10},
+            "must exceed config.processing.shutdown_grace_seconds",
+        ),
     ],
 )
 def test_templates_refuse_inconsistent_combinations(override: dict[str, Any], message: str) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from service.observability import Metrics
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_FILES = REPO_ROOT / "helm" / "regen-sync" / "files"
 ALERTS = CHART_FILES / "alerts.yaml"
@@ -161,7 +163,9 @@ def selectors(promql: str) -> list[str]:
     return found
 
 
-def _skip_group(tokens: list[tuple[str | None, str]], start: int, opening: str, closing: str) -> int:
+def _skip_group(
+    tokens: list[tuple[str | None, str]], start: int, opening: str, closing: str
+) -> int:
     """Index just after the group opened at ``start``."""
     depth = 0
     for index in range(start, len(tokens)):
@@ -176,3 +180,21 @@ def _skip_group(tokens: list[tuple[str | None, str]], start: int, opening: str, 
 
 def metric_name(selector: str) -> str:
     return selector.split("{", 1)[0]
+
+
+_SAMPLE_SUFFIXES = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "summary": ("", "_count", "_sum"),
+    "info": ("_info",),
+}
+
+
+def exported_metric_names() -> set[str]:
+    """The series names the service's registry exposes, including families whose labelled
+    series appear only once something happened (dead letters, consumer lag)."""
+    return {
+        family.name + suffix
+        for family in Metrics().registry.collect()
+        for suffix in _SAMPLE_SUFFIXES.get(family.type, ("",))
+    }
