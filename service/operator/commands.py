@@ -7,12 +7,15 @@ loading the Kafka and HTTP clients.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from collections.abc import Callable
 
+from service.domain import FailureReason
 from service.operator.event_flags import add_event_arguments
 
 CHECK_TIMEOUT_SECONDS = 10.0
 SEND_TIMEOUT_SECONDS = 30.0
+REDRIVE_TIMEOUT_SECONDS = 30.0
 
 
 def add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,6 +63,67 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     add_event_arguments(send)
     send.set_defaults(operator_command=_send)
+    _add_redrive(commands)
+
+
+def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    redrive = commands.add_parser(
+        "redrive",
+        help="republish dead-lettered events to the input topic, with their original event ids",
+        description="Reads the dead-letter topic up to its end at start and republishes the "
+        "selected dead letters to the input topic: original value and key, original headers "
+        "without the regen-* ones, plus regen-redriven-from: <topic>/<partition>/<offset>. "
+        "The event id is unchanged, so Zuora calls carry the same Idempotency-Key. Nothing is "
+        "committed or removed from the dead-letter topic: running the same re-drive twice "
+        "republishes twice; Zuora applies an event once per Idempotency-Key, but SoftwareOne "
+        "has no idempotency and regenerates a journal again. Filters combine (a dead letter "
+        "must pass all). invalid_event dead letters are held back unless --reason "
+        "invalid_event is given: sent unchanged, they fail again. Truncated dead letters are "
+        "never re-driven. When an event was dead-lettered more than once, only its latest "
+        "dead letter is re-driven. Needs only the REGEN_KAFKA__* / REGEN_TOPICS__* settings. "
+        "Exit 0 when every selected dead letter was sent (or listed, with --dry-run), 1 when "
+        "reading or sending failed, 2 for invalid configuration or arguments.",
+    )
+    redrive.add_argument(
+        "--reason",
+        action="append",
+        choices=[reason.value for reason in FailureReason],
+        metavar="REASON",
+        help="only dead letters of this failure reason (repeatable; default: every reason "
+        "but invalid_event): %(choices)s",
+    )
+    redrive.add_argument(
+        "--since",
+        type=_timestamp,
+        metavar="TIME",
+        help="only dead letters that failed at or after this ISO-8601 time (UTC unless it "
+        "has an offset)",
+    )
+    redrive.add_argument(
+        "--until", type=_timestamp, metavar="TIME", help="only those that failed before this time"
+    )
+    redrive.add_argument(
+        "--event-id",
+        action="append",
+        metavar="ID",
+        help="only the event with this CloudEvent id (repeatable)",
+    )
+    redrive.add_argument(
+        "--limit", type=_positive_int, metavar="N", help="at most N, oldest failure first"
+    )
+    redrive.add_argument("--to", metavar="TOPIC", help="republish here instead of the input topic")
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="list what would be sent, and send nothing"
+    )
+    redrive.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=REDRIVE_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="seconds each Kafka request, and each wait for records, may take "
+        "(default %(default)g)",
+    )
+    redrive.set_defaults(operator_command=_redrive)
 
 
 def run_operator_command(arguments: argparse.Namespace) -> int | None:
@@ -82,6 +146,12 @@ def _send(arguments: argparse.Namespace) -> int:
     return send_command(arguments)
 
 
+def _redrive(arguments: argparse.Namespace) -> int:
+    from service.operator.redrive import redrive_command
+
+    return redrive_command(arguments)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -94,3 +164,12 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0 seconds")
     return value
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "not an ISO-8601 time, e.g. 2026-11-21T10:00:00Z or 2026-11-21"
+        ) from None
