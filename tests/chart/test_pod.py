@@ -68,6 +68,8 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 def test_pods_meet_the_restricted_pod_security_standard(values_file: str) -> None:
     release = render_file(values_file)
     assert restricted_violations(release.pod_spec) == []
+    for test_pod in release.all_of("Pod"):
+        assert restricted_violations(test_pod["spec"]) == []
     for account in release.all_of("ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
 

@@ -116,6 +116,7 @@ def test_minimal_release_creates_only_the_basics() -> None:
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "Pod",
         "PodDisruptionBudget",
         "Secret",
         "Service",
@@ -129,6 +130,7 @@ def test_every_option_on_creates_every_object() -> None:
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "Pod",
         "PodDisruptionBudget",
         "PrometheusRule",
         "ScaledObject",
@@ -331,3 +333,20 @@ def test_notes_tell_how_to_check_the_release() -> None:
     assert "Replicas: 2 to 6 (keda; the input topic has 6 partitions)" in notes
     assert "secret.existingSecret" not in notes
     assert "secret.existingSecret" in render_file("minimal").notes
+
+
+def test_helm_test_checks_with_the_releases_own_settings_and_credentials() -> None:
+    release = render_file("all-options")
+    [pod] = release.all_of("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    [check] = pod["spec"]["containers"]
+    assert check["command"] == ["regen-sync", "check", "--timeout", "10"]
+    assert check["image"] == release.container["image"]
+    for shared in ("envFrom", "env", "volumeMounts", "securityContext"):
+        assert check[shared] == release.container[shared], shared
+    assert pod["spec"]["volumes"] == release.pod_spec["volumes"]
+    assert pod["spec"]["securityContext"] == release.pod_spec["securityContext"]
+    # Neither the Service nor the disruption budget may select it.
+    selector = release.one("Service")["spec"]["selector"]
+    assert not selector.items() <= pod["metadata"]["labels"].items()
+    assert "Pod" not in render_file("minimal", {"helmTest": {"enabled": False}}).kinds()

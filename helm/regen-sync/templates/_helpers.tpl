@@ -176,3 +176,93 @@ whole release with one clear message.
 {{- printf "%s-kafka" (include "regen-sync.fullname" .) }}
 {{- end }}
 {{- end }}
+
+{{/*
+The pieces of the pod shared by the Deployment and the `helm test` pod: the same user,
+restrictions, settings and credentials.
+*/}}
+{{- define "regen-sync.podSecurityContext" -}}
+runAsNonRoot: true
+{{- with .Values.securityContext.runAsUser }}
+runAsUser: {{ . }}
+{{- end }}
+{{- with .Values.securityContext.runAsGroup }}
+runAsGroup: {{ . }}
+{{- end }}
+{{- with .Values.securityContext.fsGroup }}
+fsGroup: {{ . }}
+{{- end }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "regen-sync.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "regen-sync.environment" -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "regen-sync.fullname" . }}
+  {{- with .Values.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .Values.extraEnv }}
+env:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "regen-sync.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: credentials
+  mountPath: {{ include "regen-sync.secretsDir" . }}
+  readOnly: true
+{{- if .Values.kafkaTls.existingSecret }}
+- name: kafka-tls
+  mountPath: {{ include "regen-sync.kafkaTlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "regen-sync.volumes" -}}
+{{- $credentials := include "regen-sync.credentials" . | fromJsonArray -}}
+# The root filesystem is read-only; /tmp is the only place the process may write.
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+- name: credentials
+  secret:
+    secretName: {{ include "regen-sync.secretName" . }}
+    defaultMode: 0440
+    items:
+      {{- range $credentials }}
+      - key: {{ .key }}
+        path: {{ .file }}
+      {{- end }}
+{{- with .Values.kafkaTls }}
+{{- if .existingSecret }}
+- name: kafka-tls
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .caFileKey }}
+        path: {{ .caFileKey }}
+      {{- if .certFileKey }}
+      - key: {{ .certFileKey }}
+        path: {{ .certFileKey }}
+      - key: {{ .keyFileKey }}
+        path: {{ .keyFileKey }}
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
