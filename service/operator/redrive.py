@@ -500,7 +500,11 @@ async def _send_batch(
 
 
 def _summarise(scan: Scan, choice: Choice, sending: Sending, options: RedriveOptions) -> None:
-    sent = "0 (dry run)" if options.dry_run else f"{sending.sent} to {options.target}"
+    sent = (
+        f"0 (dry run: nothing sent to {options.target})"
+        if options.dry_run
+        else f"{sending.sent} to {options.target}"
+    )
     print(f"scanned {scan.scanned}, selected {len(choice.chosen)}, sent {sent}")
     for note in summary_notes(scan.verdicts, choice, options.limit):
         print(note)
