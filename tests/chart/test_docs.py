@@ -55,7 +55,7 @@ def test_the_runbook_has_a_section_per_alert() -> None:
 def test_the_guide_describes_every_dashboard_panel() -> None:
     dashboard = json.loads((CHART_DIR / "files" / "dashboards" / "regen-sync.json").read_text())
     guide = KUBERNETES_DOC.read_text()
-    titles = [panel["title"] for panel in dashboard["panels"]]
+    titles = [panel["title"] for panel in dashboard["panels"] if panel["type"] != "row"]
     assert [title for title in titles if f"**{title}**" not in guide] == []
 
 
