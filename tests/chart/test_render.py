@@ -111,35 +111,31 @@ def test_a_release_without_credentials_is_refused_naming_them() -> None:
         render(values)
 
 
-def test_minimal_release_creates_only_the_basics() -> None:
-    assert render_file("minimal").kinds() == [
-        "ConfigMap",
-        "Deployment",
-        "NetworkPolicy",
-        "Pod",
-        "PodDisruptionBudget",
-        "Secret",
-        "Service",
-        "ServiceAccount",
-    ]
+BASICS = ["ConfigMap", "Deployment", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Service"]
 
 
-def test_every_option_on_creates_every_object() -> None:
-    assert render_file("all-options").kinds() == [
-        "ConfigMap",
-        "ConfigMap",
-        "Deployment",
-        "NetworkPolicy",
-        "Pod",
-        "PodDisruptionBudget",
-        "PrometheusRule",
-        "ScaledObject",
-        "Secret",
-        "Service",
-        "ServiceAccount",
-        "ServiceMonitor",
-        "TriggerAuthentication",
-    ]
+@pytest.mark.parametrize(
+    ("values_file", "kinds"),
+    [
+        ("minimal", [*BASICS, "Secret", "ServiceAccount"]),
+        (
+            "all-options",
+            [
+                *BASICS,
+                "ConfigMap",
+                "PrometheusRule",
+                "ScaledObject",
+                "Secret",
+                "ServiceAccount",
+                "ServiceMonitor",
+                "TriggerAuthentication",
+            ],
+        ),
+        ("hpa", [*BASICS, "HorizontalPodAutoscaler", "ServiceAccount"]),
+    ],
+)
+def test_each_option_creates_its_objects(values_file: str, kinds: list[str]) -> None:
+    assert render_file(values_file).kinds() == sorted(kinds)
 
 
 def _replicas(release: Release) -> int | None:

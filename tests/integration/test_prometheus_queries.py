@@ -3,12 +3,11 @@ every expression evaluates, and every series it selects is one the service expor
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import shutil
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -24,20 +23,10 @@ NAMESPACE = "regen-e2e"
 JOB = "regen-sync"
 
 
-def _load_promql() -> ModuleType:
-    """tests/monitoring/promql.py: where the expressions and their selectors are collected."""
-    path = Path(__file__).resolve().parents[1] / "monitoring" / "promql.py"
-    spec = importlib.util.spec_from_file_location("monitoring_promql", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Dataclasses resolve their annotations through sys.modules.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-promql = _load_promql()
+# tests/monitoring/promql.py collects the expressions and their selectors; that directory is
+# not on the path of an integration-only run.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "monitoring"))
+promql = importlib.import_module("promql")
 
 
 @pytest.fixture(scope="module")
