@@ -8,7 +8,6 @@ import functools
 import importlib.util
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -125,17 +124,6 @@ def lint(values: dict[str, Any]) -> dict[str, Any]:
 def chart_default_values() -> dict[str, Any]:
     values: dict[str, Any] = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     return values
-
-
-def walk(value: Any) -> Iterator[Any]:
-    """Every nested value of a manifest, depth first."""
-    yield value
-    if isinstance(value, dict):
-        for child in value.values():
-            yield from walk(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from walk(child)
 
 
 @functools.cache
