@@ -1,4 +1,5 @@
-"""Local stand-ins for production infrastructure: a Kafka-protocol broker and child processes."""
+"""Local stand-ins for production infrastructure: a Kafka-protocol broker, S3 storage for it,
+and child processes."""
 
 from service.devstack.broker import (
     TansuBinaryNotFoundError,
@@ -7,8 +8,11 @@ from service.devstack.broker import (
     default_binary,
 )
 from service.devstack.process import ManagedProcess, ProcessError, free_port
+from service.devstack.s3 import LocalS3, LocalS3Error
 
 __all__ = [
+    "LocalS3",
+    "LocalS3Error",
     "ManagedProcess",
     "ProcessError",
     "TansuBinaryNotFoundError",

@@ -1,0 +1,318 @@
+"""Broker faults: the Kafka broker is SIGKILLed mid-stream and comes back on the same port.
+
+The broker is a Tansu of these tests' own on S3 storage (a local moto server), so that,
+like a real cluster, it comes back with its topics, records and committed offsets; the
+session broker's in-memory storage would come back empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from conftest import PARTITIONS, ServiceProcess, start_sandbox_process
+from harness import (
+    EventSender,
+    ResultWatcher,
+    Sandbox,
+    Topics,
+    event_of_kind,
+    eventually,
+    metric,
+    unique,
+)
+from test_tansu_broker import drain, group_consumer, positions, producer
+
+from service.devstack import LocalS3, TansuBroker
+
+pytestmark = pytest.mark.reliability
+
+DOWN_SECONDS = 45.0
+"""Longer than the consumer's session timeout (10 s) and than the producer's request timeout
+(40 s, aiokafka's default): results sent at the kill fail to publish and must be retried."""
+SENT_BEFORE_KILL = 240
+SENT_AFTER_RESTART = 60
+ZUORA_OPERATIONS = ("billing", "booking", "invoice")
+
+
+@pytest.fixture
+def durable_broker(kafka_broker: TansuBroker, logs_dir: Path) -> Iterator[TansuBroker]:
+    """A Tansu of its own on S3 storage; the S3 server outlives the broker's restarts."""
+    name = unique("durable")
+    with (
+        LocalS3(log_path=logs_dir / f"{name}-s3.log") as s3,
+        TansuBroker(
+            kafka_broker.binary,
+            storage_engine=s3.storage_engine,
+            env=s3.tansu_env(),
+            log_path=logs_dir / f"{name}-tansu.log",
+        ) as broker,
+    ):
+        yield broker
+
+
+async def test_tansu_on_s3_keeps_topics_records_and_committed_offsets_across_a_sigkill(
+    durable_broker: TansuBroker, figures: dict[str, object]
+) -> None:
+    topic, group = unique("durable"), unique("group")
+    await durable_broker.create_topics([topic], partitions=4)
+    partitions = {TopicPartition(topic, p) for p in range(4)}
+    values = [f"record-{n}".encode() for n in range(200)]
+    async with producer(durable_broker) as client:
+        futures = [
+            await client.send(topic, value, key=f"object-{n % 25}".encode())
+            for n, value in enumerate(values)
+        ]
+        sent = {
+            (m.partition, m.offset): value
+            for m, value in zip(await asyncio.gather(*futures), values, strict=True)
+        }
+    per_partition = Counter(partition for partition, _ in sent)
+    commit = {tp: per_partition[tp.partition] // 2 for tp in partitions}
+    uncommitted = sorted((p, o) for p, o in sent if o >= commit[TopicPartition(topic, p)])
+    async with group_consumer(durable_broker, topic, group) as first:
+        assert positions(await drain(first, len(sent))) == sorted(sent)
+        await first.commit(commit)
+
+    durable_broker.kill()
+    killed_at = time.monotonic()
+    await asyncio.to_thread(durable_broker.start)
+    restart_seconds = time.monotonic() - killed_at
+
+    async with group_consumer(durable_broker, topic, group) as second:
+        assert second.assignment() == partitions
+        assert {tp: await second.committed(tp) for tp in partitions} == commit
+        assert positions(await drain(second, len(uncommitted))) == uncommitted
+    everything = AIOKafkaConsumer(
+        bootstrap_servers=durable_broker.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    await everything.start()
+    try:
+        everything.assign(list(partitions))
+        replayed = await drain(everything, len(sent))
+    finally:
+        await everything.stop()
+    assert {(r.partition, r.offset): r.value for r in replayed} == sent
+    figures.update(
+        records_produced=len(sent),
+        faults_injected=1,
+        records_read_back_after_restart=len(replayed),
+        records_lost=0,
+        committed_before_kill=sum(commit.values()),
+        group_resumed_with=len(uncommitted),
+        broker_restart_seconds=round(restart_seconds, 2),
+    )
+
+
+class ReadinessLog:
+    """Samples ``/health/ready`` in the background and keeps every answer with its time."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.answers: list[tuple[float, int]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sample())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _sample(self) -> None:
+        # No transport errors are tolerated: the HTTP side must keep answering throughout.
+        async with httpx.AsyncClient(timeout=5) as client:
+            while True:
+                status = (await client.get(self._url)).status_code
+                self.answers.append((time.monotonic(), status))
+                await asyncio.sleep(0.2)
+
+    def between(self, start: float, end: float) -> list[int]:
+        return [status for at, status in self.answers if start <= at <= end]
+
+    def first_after(self, start: float, status: int) -> float | None:
+        return next((at for at, answer in self.answers if at > start and answer == status), None)
+
+
+async def committed_offsets(
+    bootstrap_servers: str, group: str, partitions: list[TopicPartition]
+) -> dict[int, int | None]:
+    """The group's committed offsets, read without joining it (no rebalance of the service)."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group)
+    await reader.start()
+    try:
+        return {tp.partition: await reader.committed(tp) for tp in partitions}
+    finally:
+        await reader.stop()
+
+
+async def log_ends(bootstrap_servers: str, topic: str, records: int) -> dict[int, int]:
+    """One past the last offset of each partition, found by reading all ``records`` records.
+
+    Tansu's ListOffsets answer for the latest offset is not the log end (in memory it counts
+    batches; on S3 it stays at 1), so the ends are read rather than asked for.
+    """
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, auto_offset_reset="earliest")
+    await reader.start()
+    try:
+        reader.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        read = await drain(reader, records)
+    finally:
+        await reader.stop()
+    ends: dict[int, int] = {}
+    for record in read:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    return ends
+
+
+async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_event(
+    durable_broker: TansuBroker,
+    service_env: Callable[..., dict[str, str]],
+    logs_dir: Path,
+    figures: dict[str, object],
+) -> None:
+    topics = Topics.named(unique("broker-fault"))
+    await durable_broker.create_topics(topics.all, PARTITIONS)
+    async with contextlib.AsyncExitStack() as cleanup:
+        # Slow answers keep events in flight (called, or waiting for a call) at the kill.
+        sandbox_process, sandbox_url = await asyncio.to_thread(
+            start_sandbox_process,
+            logs_dir / f"{topics.input}-sandbox.log",
+            "--concurrency-limit",
+            "0",
+            "--latency-ms",
+            "400",
+        )
+        cleanup.callback(sandbox_process.terminate)
+        sandbox = Sandbox(sandbox_url)
+        cleanup.push_async_callback(sandbox.close)
+        env = service_env(
+            topics,
+            REGEN_KAFKA__BOOTSTRAP_SERVERS=durable_broker.bootstrap_servers,
+            REGEN_ZUORA__BASE_URL=sandbox_url,
+            REGEN_SOFTWAREONE__BASE_URL=sandbox_url,
+        )
+        service = ServiceProcess(env, logs_dir / f"{topics.input}-service.log")
+        cleanup.callback(service.process.terminate)
+        watcher = ResultWatcher(durable_broker.bootstrap_servers, topics)
+        await watcher.start()
+        cleanup.push_async_callback(watcher.stop)
+        sender = EventSender(durable_broker.bootstrap_servers, topics.input)
+        await sender.start()
+        cleanup.push_async_callback(sender.stop)
+        await asyncio.to_thread(service.start)
+        await asyncio.to_thread(service.wait_ready)
+        readiness = ReadinessLog(f"{service.http_url}/health/ready")
+        readiness.start()
+        cleanup.push_async_callback(readiness.stop)
+
+        run = unique("BRK")
+        # Every event its own object, so every Zuora event has an Idempotency-Key of its own.
+        events = [
+            (event_of_kind(n, f"{run}-{n}"), f"{run}-{n}")
+            for n in range(SENT_BEFORE_KILL + SENT_AFTER_RESTART)
+        ]
+        before, after = events[:SENT_BEFORE_KILL], events[SENT_BEFORE_KILL:]
+
+        def finished() -> int:
+            return sum(1 for event, _ in events if watcher.results.get(event["id"]))
+
+        await sender.send_many(before)
+        await eventually(lambda: finished() >= 20, timeout=60)
+        in_flight_at_kill = metric(
+            await asyncio.to_thread(service.metrics), "regen_events_in_flight"
+        )
+        durable_broker.kill()
+        killed_at = time.monotonic()
+        finished_before_kill = finished()
+
+        await eventually(lambda: readiness.first_after(killed_at, 503) is not None, timeout=15)
+        await asyncio.sleep(DOWN_SECONDS - (time.monotonic() - killed_at))
+        assert service.process.running, service.process.log_tail()
+        finished_while_down = finished() - finished_before_kill
+        await asyncio.to_thread(durable_broker.start)
+        restarted_at = time.monotonic()
+
+        await eventually(lambda: readiness.first_after(restarted_at, 200) is not None, 60)
+        await sender.send_many(after)
+        results = await watcher.wait_for([event["id"] for event, _ in events], timeout=90)
+        recovered_at = time.monotonic()
+
+        # A probe answered just around the kill may still have reached the broker.
+        statuses_while_down = readiness.between(killed_at + 1, restarted_at)
+        assert statuses_while_down
+        assert set(statuses_while_down) == {503}
+        assert in_flight_at_kill >= 100, f"only {in_flight_at_kill} events in flight at the kill"
+        assert finished_while_down == 0
+        failed = [r.json()["data"] for r in results.values() if r.topic != topics.succeeded]
+        assert failed == []
+        assert watcher.dead_letters == []
+        # Duplicates are possible (a produce request the broker wrote just before dying, and
+        # the client retried); they must then be the same result event, not a second outcome.
+        duplicated = {
+            event["id"]: {(r.topic, r.json()["id"]) for r in watcher.results[event["id"]]}
+            for event, _ in events
+            if len(watcher.results[event["id"]]) > 1
+        }
+        assert all(len(distinct) == 1 for distinct in duplicated.values()), duplicated
+        metrics = await asyncio.to_thread(service.metrics)
+        publish_retries = metric(metrics, "regen_publish_errors_total")
+        assert publish_retries > 0, "no publish failed: the outage did not outlast the producer"
+
+        ends = await log_ends(durable_broker.bootstrap_servers, topics.input, len(events))
+        assert sum(ends.values()) == len(events)
+        input_partitions = [TopicPartition(topics.input, p) for p in range(PARTITIONS)]
+        # While the service still runs: its periodic commits picked up again after the outage.
+        await eventually(
+            lambda: (
+                asyncio.run(
+                    committed_offsets(
+                        durable_broker.bootstrap_servers,
+                        env["REGEN_KAFKA__GROUP_ID"],
+                        input_partitions,
+                    )
+                )
+                == {p: ends.get(p) for p in range(PARTITIONS)}
+            ),
+            timeout=30,
+        )
+        assert service.process.running, service.process.log_tail()
+
+        requests = await sandbox.requests()
+        calls_per_key = Counter(
+            r["headers"]["idempotency-key"] for r in requests if r["operation"] in ZUORA_OPERATIONS
+        )
+        await readiness.stop()
+        # A clean SIGTERM after the outage: nothing was left stuck.
+        assert await asyncio.to_thread(service.process.terminate) == 0
+
+    not_ready_at = readiness.first_after(killed_at, 503)
+    ready_again_at = readiness.first_after(restarted_at, 200)
+    assert not_ready_at is not None
+    assert ready_again_at is not None
+    figures.update(
+        events_sent=len(events),
+        events_in_flight_at_kill=int(in_flight_at_kill),
+        results_before_kill=finished_before_kill,
+        faults_injected=1,
+        broker_down_seconds=round(restarted_at - killed_at, 1),
+        events_lost=0,
+        failed_events_for_healthy_input=len(failed),
+        dead_letters=len(watcher.dead_letters),
+        duplicate_results=sum(len(watcher.results[event["id"]]) - 1 for event, _ in events),
+        publish_retries=int(publish_retries),
+        offset_commits_failed=int(metric(metrics, "regen_offset_commits_total", outcome="failure")),
+        max_upstream_calls_per_idempotency_key=max(calls_per_key.values()),
+        not_ready_after_kill_seconds=round(not_ready_at - killed_at, 1),
+        ready_again_after_restart_seconds=round(ready_again_at - restarted_at, 1),
+        time_to_recover_seconds=round(recovered_at - restarted_at, 1),
+    )
