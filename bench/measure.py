@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.events import BenchEvent
 from bench.profile import Profiler
-from bench.stack import Stack, peak_rss_mb, rss_mb
+from bench.stack import Stack, cpu_seconds, peak_rss_mb, rss_mb
 from bench.systems import ResultId, SystemUnderTest
 
 # Tansu answers a fetch with no data only when its wait runs out, not when data arrives; a
@@ -60,6 +60,9 @@ class Measurement:
     latencies_ms: list[float] = field(repr=False)
     peak_rss_mb: float
     rss_samples_mb: list[float]
+    cpu_seconds: dict[str, float]
+    """CPU time used while the system worked: by the system (after its start-up), the
+    sandbox, the broker and the harness itself (sending and reading)."""
     upstream_calls: int | None
     time_boxed: bool
     log_path: str
@@ -69,6 +72,11 @@ class Measurement:
         if not self.results or not self.elapsed_seconds:
             return None
         return self.results / self.elapsed_seconds
+
+    @property
+    def cpu_ms_per_event(self) -> float | None:
+        """The system's own CPU time per event it finished."""
+        return 1000 * self.cpu_seconds["system"] / self.results if self.results else None
 
     def percentile_ms(self, fraction: float) -> float | None:
         """Nearest-rank percentile of the end-to-end latencies."""
@@ -161,6 +169,7 @@ async def measure(
             await _send(producer, system.input_topic, load, sent)
         system.process.start()
         await asyncio.to_thread(system.process.wait_for_line, system.ready_line, 90)
+        cpu_before = _cpu(stack, system)
         sampling = asyncio.create_task(_sample_rss(system.process.pid, rss_samples))
         if profile is not None:
             profiler = Profiler(system.process.pid, profile)
@@ -170,6 +179,7 @@ async def measure(
             sending = asyncio.create_task(_send(producer, system.input_topic, load, sent))
         time_boxed = await _await_results(reader, len(load.events), consuming_since, limits)
         peak = peak_rss_mb(system.process.pid)
+        cpu_after = _cpu(stack, system)
         if sending is not None:
             if sending.done():
                 sending.result()  # a producer failure ends the run here
@@ -200,6 +210,7 @@ async def measure(
         latencies_ms=[(at - sent[event_id]) * 1000 for event_id, at in seen.items()],
         peak_rss_mb=peak,
         rss_samples_mb=rss_samples,
+        cpu_seconds={name: round(cpu_after[name] - cpu_before[name], 2) for name in cpu_after},
         upstream_calls=(
             calls_after - calls_before
             if calls_after is not None and calls_before is not None
@@ -208,6 +219,14 @@ async def measure(
         time_boxed=time_boxed,
         log_path=str(system.process.log_path),
     )
+
+
+def _cpu(stack: Stack, system: SystemUnderTest) -> dict[str, float]:
+    return {
+        "system": cpu_seconds(system.process.pid),
+        **stack.cpu_seconds(),
+        "harness": time.process_time(),
+    }
 
 
 async def _send(producer: AIOKafkaProducer, topic: str, load: Load, sent: dict[str, float]) -> None:

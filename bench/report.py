@@ -78,6 +78,8 @@ class Row:
             "p99_ms": _round(m.percentile_ms(0.99)),
             "peak_rss_mb": _round(m.peak_rss_mb),
             "rss_samples_mb": m.rss_samples_mb,
+            "cpu_seconds": m.cpu_seconds,
+            "cpu_ms_per_event": _round(m.cpu_ms_per_event, 2),
             "upstream_calls": m.upstream_calls,
             "upstream_calls_per_event": _round(
                 m.upstream_calls / m.events if m.upstream_calls is not None else None, 3
@@ -231,9 +233,9 @@ def markdown_table(rows: Iterable[Row], targets: list[Target]) -> str:
         if target.row is not None and target.measured is not None:
             by_row.setdefault(id(target.row), []).append(target)
     lines = [
-        "| scenario | system | events/s | p50 ms | p99 ms | peak RSS MB | upstream calls "
-        "| target |",
-        "|---|---|--:|--:|--:|--:|--:|---|",
+        "| scenario | system | events/s | p50 ms | p99 ms | peak RSS MB | CPU ms/event "
+        "| upstream calls | target |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         m = row.measurement
@@ -245,6 +247,7 @@ def markdown_table(rows: Iterable[Row], targets: list[Target]) -> str:
             _number(m.percentile_ms(0.50), 0) if latency_known and m else "—",
             _number(m.percentile_ms(0.99), 0) if latency_known and m else "—",
             _number(m.peak_rss_mb, 0) if m else "—",
+            _number(m.cpu_ms_per_event, 2) if m else "—",
             str(m.upstream_calls) if m and m.upstream_calls is not None else "—",
             "; ".join(t.summary for t in by_row.get(id(row), [])),
         ]

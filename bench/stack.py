@@ -3,6 +3,7 @@ processes on 127.0.0.1 stopped by PID at the end, plus what the harness asks of 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ CLIENT_SECRET = "bench-client-secret-value"  # noqa: S105
 API_TOKEN = "bench-softwareone-token-value"  # noqa: S105
 # The sandbox's operations that stand for regeneration calls (its token endpoint is not one).
 UPSTREAM_OPERATIONS = ("billing", "booking", "invoice", "journal")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def python_command(*arguments: str, **options: object) -> list[str]:
@@ -76,6 +78,12 @@ class Stack:
         """The sandbox logs every request; a long run would otherwise hold them all."""
         await self._call("DELETE", "/_sandbox/requests")
 
+    def cpu_seconds(self) -> dict[str, float]:
+        return {
+            "sandbox": cpu_seconds(self.sandbox.pid),
+            "broker": cpu_seconds(self.broker.process.pid),
+        }
+
     async def close(self) -> None:
         if self._control is not None:
             await self._control.aclose()
@@ -86,6 +94,15 @@ class Stack:
         response = await self._control.request(method, path, **options)
         response.raise_for_status()
         return response.json() if response.content else None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The fields after the parenthesised command name start at stat(5)'s third, state;
+    # utime and stime are its 14th and 15th.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -80,6 +80,10 @@ def test_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
         assert 0 <= row["p50_ms"] <= row["p99_ms"], row["label"]
         assert row["peak_rss_mb"] > 0, row["label"]
         assert row["elapsed_seconds"] > 0, row["label"]
+        assert set(row["cpu_seconds"]) == {"system", "sandbox", "broker", "harness"}
+        assert all(seconds >= 0 for seconds in row["cpu_seconds"].values()), row["label"]
+        if row["system"] == "regen-sync":
+            assert row["cpu_ms_per_event"] > 0, row["label"]
     (limit,) = [row for row in document["rows"] if row["system"] == "concurrency-limit"]
     assert limit["latency_ms"] == 0
     assert limit["events_per_second"] is None, "C/L is unbounded at L = 0"
