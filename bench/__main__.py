@@ -53,6 +53,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--coalescing-events", type=int, help="default 20000")
     parser.add_argument("--coalescing-objects", type=int, help="default 1000")
+    parser.add_argument(
+        "--coalescing-latency", type=int, help="L of the coalescing scenario in ms (default 250)"
+    )
     parser.add_argument("--backlog-events", type=int, help="default 100000")
     parser.add_argument(
         "--backlog-seconds", type=float, help="stop the backlog run after this (default 60)"
@@ -98,6 +101,8 @@ def build_plan(arguments: argparse.Namespace) -> Plan:
         )
         if getattr(arguments, name) is not None
     }
+    if arguments.coalescing_latency is not None:
+        given["coalescing_latency_ms"] = arguments.coalescing_latency
     if arguments.latencies:
         given["latencies_ms"] = tuple(int(ms) for ms in arguments.latencies.split(","))
     skipped = set(arguments.skip.split(","))

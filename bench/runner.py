@@ -48,9 +48,13 @@ class Plan:
     half_rate_latency_ms: int | None = 50
     """Measured only when this latency is among ``latencies_ms`` (its maximum rate is)."""
     half_rate_seconds: float = 20.0
-    coalescing_latency_ms: int | None = 50
+    coalescing_latency_ms: int | None = 250
+    """Events wait for an object only while the upstream is the bottleneck, as with the
+    hundreds of milliseconds per call of a backfill; at low latency they rarely do."""
     coalescing_events: int = 20_000
     coalescing_objects: int = 1_000
+    uncoalesced_seconds: float = 60.0
+    """Time box of the run with coalescing off, which at L = 250 ms is bound by C/L."""
     backlog_latency_ms: int | None = 50
     backlog_events: int = 100_000
     backlog_seconds: float = 60.0
@@ -156,7 +160,7 @@ class Runner:
     async def _coalescing(self, latency: int) -> None:
         plan = self.plan
         await self.stack.set_latency(latency)
-        for coalesce in ("off", "on"):
+        for coalesce, time_box in (("off", plan.uncoalesced_seconds), ("on", None)):
             prefix = f"{self.run_id}.coalesce-{coalesce}"
             load = Load(
                 build_events(plan.coalescing_events, plan.coalescing_objects, prefix=prefix)
@@ -173,7 +177,7 @@ class Runner:
                 REGEN_SYNC,
                 system,
                 load,
-                Limits(stall_seconds=plan.stall_seconds),
+                Limits(time_box_seconds=time_box, stall_seconds=plan.stall_seconds),
                 label=f"regen-sync, coalescing {coalesce} ({plan.coalescing_objects:,} objects)",
             )
 
