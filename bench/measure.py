@@ -178,6 +178,8 @@ async def measure(
         if not load.preload:
             sending = asyncio.create_task(_send(producer, system.input_topic, load, sent))
         time_boxed = await _await_results(reader, len(load.events), consuming_since, limits)
+        # Results the system still publishes while it shuts down are not the time box's.
+        cutoff = time.time()
         peak = peak_rss_mb(system.process.pid)
         cpu_after = _cpu(stack, system)
         if sending is not None:
@@ -197,7 +199,11 @@ async def measure(
         await producer.stop()
     calls_after = await stack.upstream_calls() if system.calls_upstream else None
     await stack.forget_requests()
-    seen = {event_id: at for event_id, at in reader.first_seen.items() if event_id in sent}
+    seen = {
+        event_id: at
+        for event_id, at in reader.first_seen.items()
+        if event_id in sent and at <= cutoff
+    }
     last = max(seen.values(), default=None)
     started = consuming_since if load.preload else min(sent.values(), default=consuming_since)
     return Measurement(
