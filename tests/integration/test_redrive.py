@@ -253,6 +253,41 @@ async def test_redrive_reads_every_dead_letter_of_a_batch_written_at_once(
     assert "scanned 3, selected 3, sent 0" in run.stdout
 
 
+async def test_redrive_reports_what_it_could_not_send_and_exits_1(
+    kafka_broker: TansuBroker, service_env: Callable[..., dict[str, str]]
+) -> None:
+    topics = Topics.named(unique("redrive-unsendable"))
+    await kafka_broker.create_topics(topics.all, PARTITIONS)
+    small = billing_event(unique("INV"))
+    # More than the 1 MiB a producer sends by default, though the broker took it.
+    large = billing_event(unique("INV")) | {"padding": "x" * 1_200_000}
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_broker.bootstrap_servers,
+        enable_idempotence=False,
+        max_request_size=4 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        for event in (small, large):
+            await producer.send_and_wait(
+                topics.dead_letter,
+                json.dumps(event).encode(),
+                partition=0,
+                headers=[(DLQ_REASON, b"retries_exhausted")],
+            )
+    finally:
+        await producer.stop()
+
+    run = await regen_sync("redrive", env=kafka_only(service_env(topics)))
+
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert list(listed(run, "sent")) == [small["id"]]
+    assert f"not sent: {topics.dead_letter}/0/1: MessageSizeTooLargeError" in run.stderr
+    assert f"scanned 2, selected 2, sent 1 to {topics.input}" in run.stdout
+    [republished] = await read_topic(kafka_broker, topics.input)
+    assert republished.json() == small
+
+
 async def test_redrive_refuses_a_missing_target_topic_without_creating_it(
     kafka_broker: TansuBroker, service_env: Callable[..., dict[str, str]]
 ) -> None:
