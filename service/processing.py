@@ -281,7 +281,10 @@ class EventProcessor:
         # The record's offset must not be committed before its outcome is on Kafka, so a
         # publish is repeated until it goes through (or the service shuts down).
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(lambda error: not isinstance(error, RecordRefused)),
+            # A cancellation (shutdown) is no Exception: it must end the loop, not be retried.
+            retry=retry_if_exception(
+                lambda error: isinstance(error, Exception) and not isinstance(error, RecordRefused)
+            ),
             wait=wait_exponential(multiplier=0.2, max=5),
             before_sleep=lambda state: self._publish_failed(record, state),
         ):
