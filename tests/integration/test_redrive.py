@@ -217,20 +217,21 @@ async def test_redrive_filters_by_event_id_and_failure_time_and_takes_the_latest
     assert "left 2 more dead letters for later (--limit 1)" in oldest.stdout
 
 
-async def test_redrive_reads_every_dead_letter_of_a_batch_written_at_once(
-    kafka_broker: TansuBroker, service_env: Callable[..., dict[str, str]]
-) -> None:
-    # The service's dead-letter producer batches dead letters that fail together; the last
-    # batch of a partition must be read whole (Tansu's end offset counts only its first).
-    topics = Topics.named(unique("redrive-batch"))
-    await kafka_broker.create_topics(topics.all, PARTITIONS)
-    events = [billing_event(unique("INV")) for _ in range(3)]
+async def topics_with_dead_letters(broker: TansuBroker, events: list[dict[str, Any]]) -> Topics:
+    """New topics whose dead-letter topic holds ``events``, in partition 0 from offset 0,
+    written at once so that they share record batches as the dead letters of events failing
+    together do. The producer takes records up to 4 MiB, more than redrive's 1 MiB."""
+    topics = Topics.named(unique("redrive-written"))
+    await broker.create_topics(topics.all, PARTITIONS)
     headers = [
         (DLQ_REASON, b"retries_exhausted"),
         (DLQ_FAILED_AT, dt.datetime.now(dt.UTC).isoformat().encode()),
     ]
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_broker.bootstrap_servers, enable_idempotence=False, linger_ms=100
+        bootstrap_servers=broker.bootstrap_servers,
+        enable_idempotence=False,
+        linger_ms=100,
+        max_request_size=4 * 1024 * 1024,
     )
     await producer.start()
     try:
@@ -240,9 +241,20 @@ async def test_redrive_reads_every_dead_letter_of_a_batch_written_at_once(
             )
             for event in events
         ]
-        assert [record.offset for record in await asyncio.gather(*sent)] == [0, 1, 2]
+        offsets = [record.offset for record in await asyncio.gather(*sent)]
     finally:
         await producer.stop()
+    assert offsets == list(range(len(events)))
+    return topics
+
+
+async def test_redrive_reads_every_dead_letter_of_a_batch_written_at_once(
+    kafka_broker: TansuBroker, service_env: Callable[..., dict[str, str]]
+) -> None:
+    # The last batch of a partition must be read whole: Tansu's end offset counts only its
+    # first record.
+    events = [billing_event(unique("INV")) for _ in range(3)]
+    topics = await topics_with_dead_letters(kafka_broker, events)
 
     run = await regen_sync("redrive", "--dry-run", env=kafka_only(service_env(topics)))
 
@@ -256,27 +268,10 @@ async def test_redrive_reads_every_dead_letter_of_a_batch_written_at_once(
 async def test_redrive_reports_what_it_could_not_send_and_exits_1(
     kafka_broker: TansuBroker, service_env: Callable[..., dict[str, str]]
 ) -> None:
-    topics = Topics.named(unique("redrive-unsendable"))
-    await kafka_broker.create_topics(topics.all, PARTITIONS)
     small = billing_event(unique("INV"))
     # More than the 1 MiB a producer sends by default, though the broker took it.
     large = billing_event(unique("INV")) | {"padding": "x" * 1_200_000}
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_broker.bootstrap_servers,
-        enable_idempotence=False,
-        max_request_size=4 * 1024 * 1024,
-    )
-    await producer.start()
-    try:
-        for event in (small, large):
-            await producer.send_and_wait(
-                topics.dead_letter,
-                json.dumps(event).encode(),
-                partition=0,
-                headers=[(DLQ_REASON, b"retries_exhausted")],
-            )
-    finally:
-        await producer.stop()
+    topics = await topics_with_dead_letters(kafka_broker, [small, large])
 
     run = await regen_sync("redrive", env=kafka_only(service_env(topics)))
 
