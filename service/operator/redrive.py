@@ -6,8 +6,8 @@ Idempotency-Key. The dead-letter topic is read from its beginning up to the end 
 at start, with manually assigned partitions and no consumer group: the run ends, nothing is
 committed, nothing is removed, and nothing it republishes (elsewhere) is read back.
 
-Two passes keep memory proportional to the number of dead letters selected, not to their
-size: the first reads every dead letter's headers and event attributes and chooses; the
+Two passes keep memory proportional to the number of dead letters matching the filters, not
+to their size: the first reads every dead letter's headers and event attributes and chooses; the
 second reads only the offset ranges holding the chosen ones and sends those, in dead-letter
 order within each partition, so events of one object (one key, one partition) keep their
 order.
@@ -526,7 +526,7 @@ def _summarise(scan: Scan, choice: Choice, sending: Sending, options: RedriveOpt
         else f"{sending.sent} to {options.target}"
     )
     print(f"scanned {scan.scanned}, selected {len(choice.chosen)}, sent {sent}")
-    for note in summary_notes(scan.verdicts, choice, options.limit):
+    for note in summary_notes(scan.verdicts, choice, options):
         print(note)
     for failure in sending.failed:
         print(f"regen-sync redrive: not sent: {failure}", file=sys.stderr)
@@ -541,9 +541,10 @@ def _summarise(scan: Scan, choice: Choice, sending: Sending, options: RedriveOpt
 
 
 def summary_notes(
-    verdicts: collections.Counter[Verdict], choice: Choice, limit: int | None
+    verdicts: collections.Counter[Verdict], choice: Choice, options: RedriveOptions
 ) -> list[str]:
-    """Why dead letters matching the filters were not selected."""
+    """Why dead letters matching the filters were not selected, and which events asked for
+    have none selected."""
     notes = []
     if held_back := verdicts[Verdict.HELD_BACK]:
         notes.append(
@@ -567,8 +568,12 @@ def summary_notes(
         )
     if choice.over_limit:
         notes.append(
-            f"left {_plural(choice.over_limit, 'more dead letter')} for later (--limit {limit})"
+            f"left {_plural(choice.over_limit, 'more dead letter')} for later "
+            f"(--limit {options.limit})"
         )
+    chosen_ids = {dead_letter.event_id for dead_letter in choice.chosen}
+    if absent := sorted(options.selection.event_ids - chosen_ids):
+        notes.append(f"no dead letter selected for event id {', '.join(absent)}")
     return notes
 
 

@@ -211,6 +211,7 @@ async def test_redrive_filters_by_event_id_and_failure_time_and_takes_the_latest
     both = await dry_run("--event-id", b["id"], "--since", boundary)
     assert listed(both, "would send") == {}
     assert "scanned 4, selected 0, sent 0" in both.stdout
+    assert f"no dead letter selected for event id {b['id']}" in both.stdout
 
     oldest = await dry_run("--limit", "1")
     assert listed(oldest, "would send") == {b["id"]: early_at[b["id"]]}

@@ -26,6 +26,7 @@ from service.operator.redrive import (
     REDRIVEN_FROM,
     Choice,
     DeadLetter,
+    RedriveOptions,
     Selection,
     Verdict,
     as_utc,
@@ -283,7 +284,16 @@ def test_notes_say_why_matching_dead_letters_were_not_selected() -> None:
         {Verdict.HELD_BACK: 2, Verdict.UNRECOGNISED: 1, Verdict.TRUNCATED: 1, Verdict.MATCHING: 9}
     )
 
-    notes = summary_notes(verdicts, Choice([], superseded=1, over_limit=3), limit=5)
+    options = RedriveOptions(
+        Selection(event_ids=frozenset({"fix-1", "fix-3", "fix-2"})),
+        target="in",
+        limit=5,
+        dry_run=True,
+        seconds=1,
+    )
+    chosen = [dead_letter("fix-1")]
+
+    notes = summary_notes(verdicts, Choice(chosen, superseded=1, over_limit=3), options)
 
     assert notes == [
         "held back 2 invalid_event dead letters (sent unchanged, an invalid event fails "
@@ -295,8 +305,11 @@ def test_notes_say_why_matching_dead_letters_were_not_selected() -> None:
         "skipped 1 older dead letter of an event dead-lettered again: only the latest of each "
         "event is re-driven",
         "left 3 more dead letters for later (--limit 5)",
+        "no dead letter selected for event id fix-2, fix-3",
     ]
-    assert summary_notes(collections.Counter({Verdict.MATCHING: 3}), Choice([], 0, 0), None) == []
+    everything = RedriveOptions(Selection(), target="in", limit=None, dry_run=True, seconds=1)
+    quiet = summary_notes(collections.Counter({Verdict.MATCHING: 3}), Choice([], 0, 0), everything)
+    assert quiet == []
 
 
 # --- arguments -----------------------------------------------------------------------------------
