@@ -14,6 +14,7 @@ from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import make_asgi_app
 
@@ -134,6 +135,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         auto_offset_reset=settings.kafka.auto_offset_reset,
         ack_policy=AckPolicy.MANUAL,
         listener=intake.rebalance_listener(),
+        # The handler parses the bytes itself (service.domain.parsing). FastStream's own JSON
+        # decoding would run first and can raise on hostile input (RecursionError on deep
+        # nesting), which would drop the record without an outcome.
+        decoder=_undecoded,
         # A record may be up to max_event_bytes; fetch sizes must let it through.
         max_partition_fetch_bytes=max(1024 * 1024, settings.processing.max_event_bytes + 4096),
         title="data fixed events",
@@ -190,6 +195,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             "regeneration.failed (and dead-letters every failure).",
         ),
     )
+
+
+async def _undecoded(message: StreamMessage[Any]) -> bytes:
+    return message.body
 
 
 def _coalescing_key(pending: PendingEvent) -> str | None:

@@ -76,17 +76,13 @@ class PendingEvent:
 
     record: InputRecord
     subject: RegenerationTask | InvalidEvent | Unreadable
+    coalescing_key: str | None = None
+    """Computed while reading, where an error still turns into a result."""
 
     @property
     def ordering_key(self) -> str | None:
         # Invalid events have no object: they run at once, ordered after nothing.
         return self.subject.object_key if isinstance(self.subject, RegenerationTask) else None
-
-    @property
-    def coalescing_key(self) -> str | None:
-        if isinstance(self.subject, RegenerationTask):
-            return self.subject.coalescing_key
-        return None
 
     @property
     def lane(self) -> str:
@@ -129,7 +125,10 @@ class EventProcessor:
 
     def read(self, record: InputRecord) -> PendingEvent:
         try:
-            return PendingEvent(record, self._plan(record))
+            subject = self._plan(record)
+            if isinstance(subject, RegenerationTask):
+                return PendingEvent(record, subject, subject.coalescing_key)
+            return PendingEvent(record, subject)
         except Exception as error:
             # The record must still get its one outcome, and its offset must not be skipped.
             logger.exception("reading an event raised", extra=record.log_fields())

@@ -24,6 +24,10 @@ class InvalidEvent:
     event_type: str | None = None
 
 
+MAX_NESTING = 32
+"""Deepest nesting of objects and arrays accepted in an event; real ones use four or five."""
+
+
 def parse_event(raw: bytes | None, *, max_bytes: int) -> DataFixedEvent | InvalidEvent:
     if raw is None or not raw:
         return InvalidEvent(("the record has no value",))
@@ -37,6 +41,14 @@ def parse_event(raw: bytes | None, *, max_bytes: int) -> DataFixedEvent | Invali
         return InvalidEvent(("not JSON: nested too deeply",))
     if not isinstance(document, dict):
         return InvalidEvent((f"not a CloudEvent: a JSON {type(document).__name__}, not an object",))
+    if _depth(document) > MAX_NESTING:
+        # Valid JSON, but the event is later serialised again (to compare events, to call
+        # SoftwareOne), and that would fail at a depth JSON parsing allowed.
+        return InvalidEvent(
+            (f"nested deeper than {MAX_NESTING} levels",),
+            _readable_string(document.get("id")),
+            _readable_string(document.get("type")),
+        )
 
     event_id = _readable_string(document.get("id"))
     event_type = _readable_string(document.get("type"))
@@ -54,6 +66,21 @@ def parse_event(raw: bytes | None, *, max_bytes: int) -> DataFixedEvent | Invali
         return _event_adapter.validate_python(document)
     except ValidationError as error:
         return InvalidEvent(_describe(error), event_id, event_type)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON document, iteratively (a deep one must not recurse)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        current, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break
+        if isinstance(current, dict):
+            pending.extend((child, depth + 1) for child in current.values())
+        elif isinstance(current, list):
+            pending.extend((child, depth + 1) for child in current)
+    return deepest
 
 
 def _readable_string(value: Any) -> str | None:

@@ -237,7 +237,11 @@ def _origin(received: Received) -> str:
 class EventSender:
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers, enable_idempotence=False, acks="all"
+            bootstrap_servers=bootstrap_servers,
+            enable_idempotence=False,
+            acks="all",
+            # Room for inputs above the service's 1 MiB event limit, to test that limit.
+            max_request_size=4 * 1024 * 1024,
         )
         self._topic = topic
 

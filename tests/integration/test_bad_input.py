@@ -9,6 +9,13 @@ from harness import EventSender, ResultWatcher, Sandbox, new_event, unique
 
 pytestmark = pytest.mark.usefixtures("regen_service")
 
+def _nested(depth: int) -> object:
+    value: object = "bottom"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 BAD_INPUTS: dict[str, tuple[bytes, str]] = {
     "not-json": (b"\x00\xffthis is not json", "not JSON"),
     "json-not-cloudevent": (b'{"hello": "world"}', "not a CloudEvent 1.0"),
@@ -31,6 +38,14 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
             )
         ).encode(),
         "onlyReSend and reMigrate cannot both be true",
+    ),
+    # Deep enough to make a recursive JSON decoder raise, not just to fail validation.
+    "nested-too-deeply": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    "nested-within-json-limits": (
+        json.dumps(
+            new_event("journal.fixed", {"journalId": "BJO-1", "journal": _nested(200)})
+        ).encode(),
+        "nested deeper than 32 levels",
     ),
     "unsafe-journal-id": (
         json.dumps(new_event("journal.fixed", {"journalId": "../../users/1?x=y"})).encode(),

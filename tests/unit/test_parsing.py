@@ -14,6 +14,7 @@ from service.domain import (
     parse_event,
     plan,
 )
+from service.domain.parsing import MAX_NESTING
 
 LIMIT = 1024 * 1024
 
@@ -180,3 +181,22 @@ def test_valid_events_are_typed() -> None:
         max_bytes=LIMIT,
     )
     assert isinstance(account, AccountChargesFixed)
+
+
+def test_json_nested_deeper_than_the_limit_is_an_invalid_event_not_an_error() -> None:
+    nested: object = "bottom"
+    for _ in range(MAX_NESTING + 5):
+        nested = {"a": nested}
+    raw = json.dumps(
+        {
+            "specversion": "1.0",
+            "id": "deep-1",
+            "source": "s",
+            "type": "journal.fixed",
+            "data": {"journalId": "BJO-1", "journal": nested},
+        }
+    ).encode()
+    invalid = parse_event(raw, max_bytes=1_000_000)
+    assert isinstance(invalid, InvalidEvent)
+    assert invalid.problems == (f"nested deeper than {MAX_NESTING} levels",)
+    assert invalid.event_id == "deep-1"
