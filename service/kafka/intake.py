@@ -76,6 +76,29 @@ class Intake:
         while True:
             await asyncio.sleep(self._commit_interval)
             await self.commit()
+            await self._report_lag()
+
+    async def _report_lag(self) -> None:
+        """regen_consumer_lag per assigned partition: high watermark minus committed offset.
+
+        Exported by the service itself so dashboards and autoscalers need no lag exporter;
+        the high watermark is the one the last fetch reported."""
+        consumer = self._subscriber.consumer if self._subscriber else None
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            high_watermark = consumer.highwater(tp)
+            if high_watermark is None:
+                continue
+            committed = self._tracker.committed_position(Partition(tp.topic, tp.partition))
+            if committed is None:
+                try:
+                    committed = await consumer.committed(tp) or 0
+                except KafkaError:
+                    continue
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                max(0, high_watermark - committed)
+            )
 
     async def commit(self, only: set[Partition] | None = None) -> None:
         consumer = self._subscriber.consumer if self._subscriber else None
@@ -122,6 +145,10 @@ class Intake:
         finished = await self._dispatcher.drain(self._rebalance_grace, partitions)
         await self.commit(only=partitions)
         self._tracker.forget(partitions)
+        for partition in partitions:
+            # Another consumer reports these now; a stale series would double the lag.
+            with contextlib.suppress(KeyError):
+                self._metrics.consumer_lag.remove(partition.topic, str(partition.partition))
         logger.info(
             "partitions handed over",
             extra={

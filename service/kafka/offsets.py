@@ -73,6 +73,11 @@ class OffsetTracker:
             if progress is not None:
                 progress.committed = position
 
+    def committed_position(self, partition: Partition) -> int | None:
+        """The position this consumer last committed for the partition, if any yet."""
+        progress = self._partitions.get(partition)
+        return progress.committed if progress is not None else None
+
     def forget(self, partitions: set[Partition]) -> None:
         for partition in partitions:
             self._partitions.pop(partition, None)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import httpx
-from conftest import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, ServiceProcess
-from harness import EventSender, ResultWatcher, eventually, new_event, unique
+from conftest import PARTITIONS, SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, ServiceProcess, Stack
+from harness import EventSender, ResultWatcher, eventually, metric, new_event, unique
 
 
 async def test_metrics_logs_and_health(
@@ -80,3 +82,24 @@ async def test_metrics_logs_and_health(
     assert {"topic", "partition", "offset", "level", "time"} <= succeeded.keys()
     for secret in (SANDBOX_CLIENT_SECRET, SANDBOX_API_TOKEN, "Bearer "):
         assert secret not in log_text
+
+
+async def test_consumer_lag_is_exported_per_partition_and_falls_to_zero(
+    make_stack: Callable[..., Awaitable[Stack]],
+) -> None:
+    stack = await make_stack("lag", start=False)
+    run = unique("LAG")
+    events = [new_event("journal.fixed", {"journalId": f"{run}-{n}"}) for n in range(60)]
+    await stack.sender.send_many((event, f"{run}-{n}") for n, event in enumerate(events))
+    # Started behind a backlog of 60, the service reports lag and works it off to zero.
+    await asyncio.to_thread(stack.service.start)
+    await stack.watcher.wait_for([event["id"] for event in events])
+
+    def lag() -> list[float]:
+        metrics = stack.service.metrics()
+        return [
+            metric(metrics, "regen_consumer_lag", topic=stack.topics.input, partition=str(n))
+            for n in range(PARTITIONS)
+        ]
+
+    await eventually(lambda: lag() == [0.0] * PARTITIONS, timeout=30)
