@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.profile import summarise
-from bench.report import Row, evaluate, markdown_table, targets_table, write_json
+from bench.report import (
+    SCHEMA_VERSION,
+    Row,
+    evaluate,
+    markdown_table,
+    targets_table,
+    write_json,
+)
 from bench.runner import SMOKE, Plan, Runner, effective_concurrency
 from bench.stack import Stack
 
@@ -188,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, profile = asyncio.run(run(plan, logs))
     targets = evaluate(rows)
     document = {
-        "schema": 1,
+        "schema": SCHEMA_VERSION,
         "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
         "started_at": started_at.isoformat(timespec="seconds"),
         "revision": service_revision(),

@@ -42,7 +42,7 @@ class Load:
 @dataclass(frozen=True)
 class Limits:
     time_box_seconds: float | None = None
-    """Stop this long after the first publish (or the start, for a preload), done or not."""
+    """Stop this long after the system is ready (and events start being sent), done or not."""
     stall_seconds: float = 60.0
     """Give up when no new result arrives for this long."""
 
@@ -51,7 +51,6 @@ class Limits:
 class Measurement:
     """What one run of one system saw; the raw figures the report is computed from."""
 
-    system: str
     events: int
     results: int
     failed: int
@@ -182,10 +181,8 @@ async def measure(
         cutoff = time.time()
         peak = peak_rss_mb(system.process.pid)
         cpu_after = _cpu(stack, system)
-        if sending is not None:
-            if sending.done():
-                sending.result()  # a producer failure ends the run here
-            sending.cancel()
+        if sending is not None and sending.done():
+            sending.result()  # a producer failure ends the run here
     finally:
         if profiler is not None:
             await asyncio.to_thread(profiler.stop)
@@ -207,7 +204,6 @@ async def measure(
     last = max(seen.values(), default=None)
     started = consuming_since if load.preload else min(sent.values(), default=consuming_since)
     return Measurement(
-        system=system.name,
         events=len(load.events),
         results=len(seen),
         failed=reader.failed,

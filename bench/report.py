@@ -27,6 +27,9 @@ NAIVE_SINGLE = "naive-single"
 PIPE = "broker-pipe"
 CONCURRENCY_LIMIT = "concurrency-limit"
 
+COALESCING_ON = "coalescing-on"
+COALESCING_OFF = "coalescing-off"
+
 RSS_LIMIT_MB = 200.0
 
 
@@ -38,6 +41,8 @@ class Row:
     label: str
     """How the row names its system and scenario variant in the table."""
     measurement: Measurement | None = None
+    variant: str | None = None
+    """What sets this row apart from others of the same system and scenario."""
     limit_events_per_second: float | None = None
     """For a computed limit (no measurement): events/s, None when unbounded."""
     notes: list[str] = field(default_factory=list)
@@ -59,6 +64,7 @@ class Row:
             "scenario": self.scenario,
             "latency_ms": self.latency_ms,
             "system": self.system,
+            "variant": self.variant,
             "label": self.label,
             "events_per_second": _round(self.events_per_second),
             "notes": self.notes,

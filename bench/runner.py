@@ -13,6 +13,8 @@ from bench.measure import Limits, Load, Measurement, measure
 from bench.report import (
     BACKLOG,
     COALESCING,
+    COALESCING_OFF,
+    COALESCING_ON,
     CONCURRENCY_LIMIT,
     HALF_RATE,
     LATENCY,
@@ -104,7 +106,7 @@ class Runner:
         await self.stack.set_latency(latency)
         return await measure(
             self.stack,
-            regen_sync(self.stack, f"{prefix}.regen", concurrency=self.concurrency),
+            self._regen_sync(prefix),
             Load(build_events(plan.events, plan.objects, prefix=prefix)),
             Limits(stall_seconds=plan.stall_seconds),
             profile=output,
@@ -119,7 +121,7 @@ class Runner:
             LATENCY,
             latency,
             REGEN_SYNC,
-            regen_sync(self.stack, f"{prefix}.regen", concurrency=self.concurrency),
+            self._regen_sync(prefix),
             load,
             limits,
         )
@@ -151,7 +153,7 @@ class Runner:
             HALF_RATE,
             latency,
             REGEN_SYNC,
-            regen_sync(self.stack, f"{prefix}.regen", concurrency=self.concurrency),
+            self._regen_sync(prefix),
             load,
             Limits(stall_seconds=plan.stall_seconds),
             label=f"regen-sync, open loop at {rate:,.0f} events/s for {plan.half_rate_seconds:g} s",
@@ -160,16 +162,16 @@ class Runner:
     async def _coalescing(self, latency: int) -> None:
         plan = self.plan
         await self.stack.set_latency(latency)
-        for coalesce, time_box in (("off", plan.uncoalesced_seconds), ("on", None)):
+        for coalesce, variant, time_box in (
+            ("off", COALESCING_OFF, plan.uncoalesced_seconds),
+            ("on", COALESCING_ON, None),
+        ):
             prefix = f"{self.run_id}.coalesce-{coalesce}"
             load = Load(
                 build_events(plan.coalescing_events, plan.coalescing_objects, prefix=prefix)
             )
-            system = regen_sync(
-                self.stack,
-                f"{prefix}.regen",
-                concurrency=self.concurrency,
-                env={COALESCE_VARIABLE: "true" if coalesce == "on" else "false"},
+            system = self._regen_sync(
+                prefix, env={COALESCE_VARIABLE: "true" if coalesce == "on" else "false"}
             )
             await self._measure(
                 COALESCING,
@@ -179,6 +181,7 @@ class Runner:
                 load,
                 Limits(time_box_seconds=time_box, stall_seconds=plan.stall_seconds),
                 label=f"regen-sync, coalescing {coalesce} ({plan.coalescing_objects:,} objects)",
+                variant=variant,
             )
 
     async def _backlog(self, latency: int) -> None:
@@ -189,7 +192,7 @@ class Runner:
             BACKLOG,
             latency,
             REGEN_SYNC,
-            regen_sync(self.stack, f"{prefix}.regen", concurrency=self.concurrency),
+            self._regen_sync(prefix),
             load,
             Limits(time_box_seconds=plan.backlog_seconds, stall_seconds=plan.stall_seconds),
             label=f"regen-sync, {plan.backlog_events:,} events waiting before it starts",
@@ -205,12 +208,16 @@ class Runner:
         limits: Limits,
         *,
         label: str | None = None,
+        variant: str | None = None,
     ) -> Row:
         measurement = await measure(self.stack, system, load, limits)
-        row = Row(scenario, latency, system_id, label or system.name, measurement)
+        row = Row(scenario, latency, system_id, label or system.name, measurement, variant)
         row.notes.extend(_anomalies(measurement, limits))
         self._add(row)
         return row
+
+    def _regen_sync(self, prefix: str, env: Mapping[str, str] | None = None) -> SystemUnderTest:
+        return regen_sync(self.stack, f"{prefix}.regen", concurrency=self.concurrency, env=env)
 
     def _add(self, row: Row) -> None:
         self.rows.append(row)

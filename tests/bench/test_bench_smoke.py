@@ -94,7 +94,7 @@ def test_upstream_calls_match_events(smoke: tuple[dict[str, Any], str]) -> None:
     rows = measured(document)
     pipe = next(row for row in rows if row["system"] == "broker-pipe")
     assert pipe["upstream_calls"] is None, "the pipe makes no upstream call"
-    (uncoalesced,) = [row for row in rows if row["label"].startswith("regen-sync, coalescing off")]
+    (uncoalesced,) = [row for row in rows if row["variant"] == "coalescing-off"]
     assert uncoalesced["upstream_calls"] == uncoalesced["events"]
     for row in rows:
         if row["system"] == "regen-sync":
