@@ -29,22 +29,24 @@ class Profiler:
     def start(self) -> None:
         py_spy = Path(sys.executable).with_name("py-spy")
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(  # noqa: S603 - a fixed command, no shell
-            [
-                str(py_spy),
-                "record",
-                "--pid",
-                str(self._pid),
-                "--format",
-                "raw",
-                "--rate",
-                "100",
-                "--output",
-                str(self.output),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # Why py-spy could not attach (ptrace not permitted, say) is only in its own output.
+        with self.output.with_suffix(".py-spy.log").open("wb") as log:
+            self._process = subprocess.Popen(  # noqa: S603 - a fixed command, no shell
+                [
+                    str(py_spy),
+                    "record",
+                    "--pid",
+                    str(self._pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "100",
+                    "--output",
+                    str(self.output),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop(self) -> None:
         if self._process is None:
