@@ -9,7 +9,7 @@ invalid stops the service before it connects to anything, naming the variable.
 from __future__ import annotations
 
 import os
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar, overload
 
 from pydantic import (
     AnyHttpUrl,
@@ -303,22 +303,38 @@ def _variable_name(location: tuple[str, ...]) -> str:
     return ENV_PREFIX + NESTED_DELIMITER.join(field.upper() for field in location)
 
 
-def load_settings() -> Settings:
-    """Read and validate the settings, or raise ConfigurationError naming each bad variable."""
+AnySettings = TypeVar("AnySettings", bound=BaseSettings)
+
+
+@overload
+def load_settings() -> Settings: ...
+
+
+@overload
+def load_settings(settings_class: type[AnySettings]) -> AnySettings: ...
+
+
+def load_settings(settings_class: type[BaseSettings] = Settings) -> BaseSettings:
+    """Read and validate the settings, or raise ConfigurationError naming each bad variable.
+
+    ``settings_class`` lets a command that needs fewer sections (``send``) read them the same
+    way and report the same error lines."""
     try:
-        return Settings()
+        return settings_class()
     except ValidationError as error:
         problems = []
         for detail in error.errors(include_input=False, include_url=False):
             # Secret values never reach this message: inputs are excluded above.
-            for location in _missing_leaves(tuple(detail["loc"]), detail["type"]):
+            for location in _missing_leaves(settings_class, tuple(detail["loc"]), detail["type"]):
                 problems.append(f"{_variable_name(location)}: {detail['msg']}")
         raise ConfigurationError(problems) from None
 
 
-def _missing_leaves(location: tuple[int | str, ...], error_type: str) -> list[tuple[str, ...]]:
+def _missing_leaves(
+    settings_class: type[BaseSettings], location: tuple[int | str, ...], error_type: str
+) -> list[tuple[str, ...]]:
     """A whole missing section is reported as the variables it needs, which is what to set."""
-    section = Settings.model_fields.get(str(location[0])) if len(location) == 1 else None
+    section = settings_class.model_fields.get(str(location[0])) if len(location) == 1 else None
     model = section.annotation if section is not None else None
     if error_type != "missing" or not (isinstance(model, type) and issubclass(model, BaseModel)):
         return [tuple(str(part) for part in location if isinstance(part, str))]

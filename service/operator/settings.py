@@ -8,17 +8,14 @@ same error lines naming each variable.
 
 from __future__ import annotations
 
-from pydantic import ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from service.config import (
-    ConfigurationError,
     KafkaSettings,
     ProcessingSettings,
     Settings,
     TopicSettings,
-    _missing_leaves,
-    _variable_name,
+    load_settings,
 )
 
 
@@ -46,14 +43,4 @@ class KafkaClientSettings(BaseSettings):
 
 def load_kafka_client_settings() -> KafkaClientSettings:
     """Like ``load_settings()``, without requiring the upstream sections."""
-    try:
-        return KafkaClientSettings()
-    except ValidationError as error:
-        # The service's own translation, so every command names variables identically.
-        raise ConfigurationError(
-            [
-                f"{_variable_name(location)}: {detail['msg']}"
-                for detail in error.errors(include_input=False, include_url=False)
-                for location in _missing_leaves(tuple(detail["loc"]), detail["type"])
-            ]
-        ) from None
+    return load_settings(KafkaClientSettings)
