@@ -314,6 +314,8 @@ async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_e
         await asyncio.sleep(DOWN_SECONDS - (time.monotonic() - killed_at))
         assert service.process.running, service.process.log_tail()
         finished_while_down = with_results(watcher, before) - finished_before_kill
+        # The broker answers before start() returns: samples from then on may rightly be 200.
+        restarting_at = time.monotonic()
         await asyncio.to_thread(durable_broker.start)
         restarted_at = time.monotonic()
 
@@ -322,12 +324,10 @@ async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_e
         results = await watcher.wait_for([event["id"] for event, _ in events], timeout=90)
         recovered_at = time.monotonic()
 
-        # Readiness rests on FastStream's broker ping, which can still answer from a cached
-        # connection for a moment after the kill (seen once in CI): the probe must report
-        # the outage and still report it when the broker comes back.
-        statuses_while_down = readiness.between(killed_at + 1, restarted_at)
-        assert 503 in statuses_while_down
-        assert statuses_while_down[-1] == 503
+        # A probe answered just around the kill may still have reached the broker.
+        statuses_while_down = readiness.between(killed_at + 1, restarting_at)
+        assert statuses_while_down
+        assert set(statuses_while_down) == {503}
         assert in_flight_at_kill >= 100, f"only {in_flight_at_kill} events in flight at the kill"
         assert finished_while_down == 0
         failed = [r.json()["data"] for r in results.values() if r.topic != stack.topics.succeeded]
