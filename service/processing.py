@@ -5,8 +5,10 @@ failure at once. Either way one result event is published, and every failure als
 the dead-letter topic, before the record counts as finished (and its offset may be committed).
 
 Events waiting for the same object with the same coalescing key are completed as a group:
-one upstream call, made for the first of them, and one result per event. Handling that
-raises is tried ``max_handling_attempts`` times, then the event fails as ``internal_error``.
+one upstream call, made for the first of them, and one result per event. The group is
+sealed when that call is about to go out, so it serves every identical event that arrived
+while it waited for a slot, and none that arrived after it went out. Handling that raises is
+tried ``max_handling_attempts`` times, then the event fails as ``internal_error``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,16 @@ class PendingEvent:
         return "none"
 
 
+class EventGroup(Protocol):
+    """Events one upstream call may serve: the first one, and the identical events waiting
+    behind it at the moment the call goes out (``seal``; until then, the first alone)."""
+
+    @property
+    def first(self) -> PendingEvent: ...
+
+    def seal(self) -> Sequence[PendingEvent]: ...
+
+
 class RecordRefused(Exception):
     """The broker will never take this record (too large, say): retrying cannot help."""
 
@@ -149,41 +161,50 @@ class EventProcessor:
         self._metrics.event_received(parsed.type)
         return plan(parsed)
 
-    async def complete(self, group: Sequence[PendingEvent]) -> None:
-        """One upstream call for the group's first event, then one result for each event."""
-        unpublished = list(group)
-        leader = group[0].subject
+    async def complete(self, group: EventGroup) -> None:
+        """One upstream call for the group's first event, then one result for each event
+        the call served."""
+        leader = group.first.subject
+        served: Sequence[PendingEvent] = [group.first]
+
+        def call_goes_out() -> None:
+            nonlocal served
+            served = group.seal()
+
         if isinstance(leader, Unreadable):
-            await self._give_up(unpublished, leader.error)
+            await self._give_up(served, leader.error)
             return
         outcome: Outcome | None = None
+        published = 0
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._max_handling_attempts),
                 wait=wait_exponential(multiplier=0.1, max=2),
                 retry=retry_if_exception_type(Exception),
-                before_sleep=lambda state: self._handling_failed(group[0].record, state),
+                before_sleep=lambda state: self._handling_failed(group.first.record, state),
                 reraise=True,
             ):
                 with attempt:
                     if outcome is None:
-                        outcome = await self._outcome(leader)
+                        outcome = await self._outcome(leader, call_goes_out)
                     # Events already published are not published again on the next try.
-                    while unpublished:
-                        await self._publish(unpublished[0], outcome, leader)
-                        del unpublished[0]
+                    while published < len(served):
+                        await self._publish(served[published], outcome, leader)
+                        published += 1
         except Exception as error:
             logger.exception(
                 "handling an event kept raising; failing it as internal_error",
-                extra=group[0].record.log_fields() | {"attempts": self._max_handling_attempts},
+                extra=group.first.record.log_fields() | {"attempts": self._max_handling_attempts},
             )
-            await self._give_up(unpublished, type(error).__name__)
+            await self._give_up(served[published:], type(error).__name__)
 
-    async def _outcome(self, subject: RegenerationTask | InvalidEvent) -> Outcome:
+    async def _outcome(
+        self, subject: RegenerationTask | InvalidEvent, call_goes_out: Callable[[], None]
+    ) -> Outcome:
         if isinstance(subject, InvalidEvent):
             return invalid_event_outcome(subject)
         try:
-            return await self._regenerator.regenerate(subject)
+            return await self._regenerator.regenerate(subject, before_call=call_goes_out)
         except Exception as error:
             logger.exception(
                 "unexpected error during regeneration", extra={"event_id": subject.event.id}

@@ -7,7 +7,7 @@ outage is waited out, however long, and only failures of the event itself exhaus
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
@@ -57,7 +57,11 @@ class Regenerator:
             multiplier=settings.backoff_initial_seconds, max=settings.backoff_max_seconds
         )
 
-    async def regenerate(self, task: RegenerationTask) -> Outcome:
+    async def regenerate(
+        self, task: RegenerationTask, *, before_call: Callable[[], None] = lambda: None
+    ) -> Outcome:
+        """``before_call`` runs as each attempt is about to be sent, once the upstream's
+        gate has let it through."""
         client = self._clients[task.operation.upstream]
         budget = _AttemptBudget(self._settings.max_attempts)
         retrying = AsyncRetrying(
@@ -67,7 +71,7 @@ class Regenerator:
             before_sleep=lambda state: self._before_retry(task, state),
             retry_error_callback=_last_result,
         )
-        result: AttemptResult = await retrying(self._attempt, client, task, budget)
+        result: AttemptResult = await retrying(self._attempt, client, task, budget, before_call)
         attempts = retrying.statistics.get("attempt_number", 1)
         if isinstance(result, TransientFailure):
             result = Failed(
@@ -80,11 +84,19 @@ class Regenerator:
         return Outcome(result, attempts)
 
     async def _attempt(
-        self, client: UpstreamClient, task: RegenerationTask, budget: _AttemptBudget
+        self,
+        client: UpstreamClient,
+        task: RegenerationTask,
+        budget: _AttemptBudget,
+        before_call: Callable[[], None],
     ) -> AttemptResult:
+        def send() -> Awaitable[AttemptResult]:
+            before_call()
+            return client.attempt(task)
+
         # The gate holds a call slot for this attempt only: an event waiting out a backoff
         # or Retry-After must not keep other objects' events from the upstream.
-        gated = await self._gates[task.operation.upstream].call(task, lambda: client.attempt(task))
+        gated = await self._gates[task.operation.upstream].call(task, send)
         result = gated.result
         if not gated.upstream_unavailable:
             budget.counted += 1

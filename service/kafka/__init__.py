@@ -1,13 +1,14 @@
 """The Kafka adapter: reading input records, committing offsets, publishing outcomes."""
 
 from service.kafka.connection import aiokafka_connection_options, kafka_security
-from service.kafka.dispatcher import Dispatcher
+from service.kafka.dispatcher import Dispatcher, Group
 from service.kafka.intake import Intake
 from service.kafka.offsets import OffsetTracker, Partition
 from service.kafka.publishing import KafkaResultSink
 
 __all__ = [
     "Dispatcher",
+    "Group",
     "Intake",
     "KafkaResultSink",
     "OffsetTracker",

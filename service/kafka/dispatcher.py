@@ -6,9 +6,11 @@ finishes (backpressure). Lanes keep an upstream whose circuit is open, and whose
 therefore wait, from using up the window of the other upstream.
 
 Events with the same ordering key queue behind each other and one worker per key runs them.
-When the worker takes the next event, the events queued right behind it with the same merge
-key go with it as one group, handled together (coalescing); an event that arrives after a
-group started waits for the next group.
+The worker hands the next event to the handler as a ``Group``. When the handler seals it, at
+the moment its upstream call is about to go out, the events queued right behind it with the
+same merge key join it and are served by that one call (coalescing). Sealing at the call,
+not when the event is taken, lets every identical event that arrived while the call waited
+for a slot join it; an event that arrives after the call went out waits for the next group.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +39,34 @@ class _Entry(Generic[Item]):
     merge_key: Hashable | None
 
 
+class Group(Generic[Item]):
+    """The events one handling serves: the first waiting event of its key, joined by the
+    identical events queued behind it when ``seal`` is called. Unsealed, it is just the first."""
+
+    __slots__ = ("_entries", "_queue")
+
+    def __init__(self, first: _Entry[Item], queue: collections.deque[_Entry[Item]] | None) -> None:
+        self._entries = [first]
+        self._queue = queue if first.merge_key is not None else None
+
+    @property
+    def first(self) -> Item:
+        return self._entries[0].item
+
+    def seal(self) -> list[Item]:
+        """Take in the events queued right behind with the same merge key, then no more."""
+        if self._queue is not None:
+            merge_key = self._entries[0].merge_key
+            while self._queue and self._queue[0].merge_key == merge_key:
+                self._entries.append(self._queue.popleft())
+            self._queue = None
+        return [entry.item for entry in self._entries]
+
+    @property
+    def entries(self) -> list[_Entry[Item]]:
+        return self._entries
+
+
 class Dispatcher(Generic[Item]):
     def __init__(
         self,
@@ -44,7 +74,7 @@ class Dispatcher(Generic[Item]):
         metrics: Metrics,
         *,
         max_in_flight: int,
-        handle: Callable[[Sequence[Item]], Awaitable[None]],
+        handle: Callable[[Group[Item]], Awaitable[None]],
         merge_key: Callable[[Item], Hashable | None] = lambda item: None,
     ) -> None:
         self._tracker = tracker
@@ -67,7 +97,7 @@ class Dispatcher(Generic[Item]):
         self._unfinished[partition] += 1
         self._metrics.in_flight.inc()
         if key is None:
-            self._spawn(self._run([entry]))
+            self._spawn(self._run(Group(entry, None)))
         elif (queue := self._queues.get(key)) is not None:
             queue.append(entry)
         else:
@@ -78,18 +108,18 @@ class Dispatcher(Generic[Item]):
         queue = self._queues[key]
         try:
             while queue:
-                await self._run(_next_group(queue))
+                await self._run(Group(queue.popleft(), queue))
         finally:
             # Reached with a non-empty queue only when cancelled at shutdown.
             del self._queues[key]
             while queue:
                 self._ended(queue.popleft())
 
-    async def _run(self, group: list[_Entry[Item]]) -> None:
+    async def _run(self, group: Group[Item]) -> None:
         try:
-            await self._handle([entry.item for entry in group])
+            await self._handle(group)
             # Only completed events are committable; a cancelled one is read again.
-            for entry in group:
+            for entry in group.entries:
                 self._tracker.finished(entry.ticket)
         except asyncio.CancelledError:
             raise
@@ -101,12 +131,12 @@ class Dispatcher(Generic[Item]):
                     "records": [
                         f"{entry.ticket.partition.topic}/{entry.ticket.partition.partition}/"
                         f"{entry.ticket.offset}"
-                        for entry in group
+                        for entry in group.entries
                     ]
                 },
             )
         finally:
-            for entry in group:
+            for entry in group.entries:
                 self._ended(entry)
 
     def _ended(self, entry: _Entry[Item]) -> None:
@@ -158,12 +188,3 @@ class Dispatcher(Generic[Item]):
                     self._ended(entry)
             queue.clear()
             queue.extend(kept)
-
-
-def _next_group(queue: collections.deque[_Entry[Item]]) -> list[_Entry[Item]]:
-    group = [queue.popleft()]
-    merge_key = group[0].merge_key
-    if merge_key is not None:
-        while queue and queue[0].merge_key == merge_key:
-            group.append(queue.popleft())
-    return group

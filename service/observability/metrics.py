@@ -114,7 +114,7 @@ class Metrics:
         )
         self.coalesced = Counter(
             "regen_coalesced_events",
-            "Events served by an upstream call made for a newer event of the same object.",
+            "Events served by an upstream call made for an identical event of the same object.",
             ["operation"],
             registry=self.registry,
         )

@@ -9,6 +9,7 @@ from harness import EventSender, ResultWatcher, Sandbox, new_event, unique
 
 pytestmark = pytest.mark.usefixtures("regen_service")
 
+
 def _nested(depth: int) -> object:
     value: object = "bottom"
     for _ in range(depth):

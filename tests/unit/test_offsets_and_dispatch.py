@@ -1,10 +1,9 @@
 """Commit positions never pass an unfinished event; ordering per key, concurrency across keys."""
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.kafka import Dispatcher, OffsetTracker, Partition
+from service.kafka import Dispatcher, Group, OffsetTracker, Partition
 from service.observability import Metrics
 
 P0 = Partition("input", 0)
@@ -60,11 +59,12 @@ class Recorder:
         self.groups: list[list[str]] = []
         self.ended = asyncio.Event()
 
-    async def handle(self, group: Sequence[Job]) -> None:
-        names = [job.name for job in group]
+    async def handle(self, group: Group[Job]) -> None:
+        # Sealed at once, as if its upstream call went out at the start.
+        names = [job.name for job in group.seal()]
         self.groups.append(names)
         self.log.append(f"start {'+'.join(names)}")
-        for job in group:
+        for job in group.seal():
             if job.gate is not None:
                 await job.gate.wait()
         self.log.append(f"end {'+'.join(names)}")
@@ -115,6 +115,49 @@ async def test_waiting_events_with_the_same_merge_key_run_as_one_group() -> None
     # A1 had started before the others arrived, so it is alone; A4 differs, so it splits
     # the run, and A5 is not moved ahead of it.
     assert recorder.groups == [["A1"], ["B1"], ["A2", "A3"], ["A4"], ["A5"]]
+
+
+async def test_events_arriving_before_the_call_goes_out_join_it_and_later_ones_do_not() -> None:
+    call_may_go_out, call_went_out, finish = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    groups: list[list[str]] = []
+
+    async def handle(group: Group[Job]) -> None:
+        if group.first.gate is not None:  # the first call waits for its upstream slot
+            await call_may_go_out.wait()
+        groups.append([job.name for job in group.seal()])
+        call_went_out.set()
+        if group.first.gate is not None:
+            await finish.wait()
+
+    events = Dispatcher(
+        OffsetTracker(), Metrics(), max_in_flight=10, handle=handle, merge_key=lambda j: j.merge
+    )
+    await events.submit(P0, 0, Job("A1", asyncio.Event(), merge="x"), key="A", lane="zuora")
+    await events.submit(P0, 1, Job("A2", merge="x"), key="A", lane="zuora")
+    await events.submit(P0, 2, Job("A3", merge="x"), key="A", lane="zuora")
+    call_may_go_out.set()
+    await asyncio.wait_for(call_went_out.wait(), 5)
+    await events.submit(P0, 3, Job("A4", merge="x"), key="A", lane="zuora")
+    finish.set()
+    assert await events.drain(grace_seconds=5)
+    assert groups == [["A1", "A2", "A3"], ["A4"]]
+
+
+async def test_an_unsealed_group_is_its_first_event_alone() -> None:
+    seen: list[Job] = []
+
+    async def handle(group: Group[Job]) -> None:
+        seen.append(group.first)  # decided without a call: never sealed
+
+    tracker = OffsetTracker()
+    events = Dispatcher(
+        tracker, Metrics(), max_in_flight=10, handle=handle, merge_key=lambda j: j.merge
+    )
+    for offset in range(3):
+        await events.submit(P0, offset, Job(f"A{offset}", merge="x"), key="A", lane="zuora")
+    assert await events.drain(grace_seconds=5)
+    assert [job.name for job in seen] == ["A0", "A1", "A2"]
+    assert tracker.commit_positions() == {P0: 3}
 
 
 async def test_a_full_window_holds_the_consume_loop_back_for_its_lane_only() -> None:

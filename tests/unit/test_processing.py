@@ -3,6 +3,8 @@ records. In memory: the sink and the regenerator are fakes; the integration suit
 same paths against the real broker."""
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -38,9 +40,26 @@ class CountingRegenerator:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    async def regenerate(self, task: RegenerationTask) -> Outcome:
+    async def regenerate(
+        self, task: RegenerationTask, *, before_call: Callable[[], None] = lambda: None
+    ) -> Outcome:
+        before_call()
         self.calls.append(task.event.id)
         return Outcome(Succeeded({"journalId": "BJO-1"}), attempts=1)
+
+
+@dataclass
+class WaitingEvents:
+    """A group whose identical events are all waiting when the call goes out."""
+
+    events: list[PendingEvent]
+
+    @property
+    def first(self) -> PendingEvent:
+        return self.events[0]
+
+    def seal(self) -> list[PendingEvent]:
+        return self.events
 
 
 class MemorySink:
@@ -80,7 +99,7 @@ async def test_a_coalesced_group_makes_one_call_and_gets_one_result_per_event() 
     events = processor(sink, regenerator)
     group = [events.read(record(n, journal_event(f"E{n}"))) for n in range(3)]
     assert len({pending.coalescing_key for pending in group}) == 1
-    await events.complete(group)
+    await events.complete(WaitingEvents(group))
     assert regenerator.calls == ["E0"]
     assert [r.data.sourceEventId for r in sink.results] == ["E0", "E1", "E2"]
     assert {r.data.servedByEventId for r in sink.results} == {"E0"}
@@ -108,7 +127,7 @@ async def test_a_raising_publish_is_tried_again_without_duplicating_published_re
     events = processor(sink, regenerator)
     group = [events.read(record(n, journal_event(f"E{n}"))) for n in range(3)]
     sink.fail_once = {"E1"}
-    await events.complete(group)
+    await events.complete(WaitingEvents(group))
     assert regenerator.calls == ["E0"], "the upstream call is not repeated"
     assert [r.data.sourceEventId for r in sink.results] == ["E0", "E1", "E2"]
 
@@ -117,7 +136,7 @@ async def test_a_result_the_broker_refuses_ends_as_internal_error_with_a_dead_le
     sink, regenerator = MemorySink(), CountingRegenerator()
     sink.refuse_succeeded = True
     events = processor(sink, regenerator)
-    await events.complete([events.read(record(7, journal_event("E7")))])
+    await events.complete(WaitingEvents([events.read(record(7, journal_event("E7")))]))
     [result] = sink.results
     assert result.type == "regeneration.failed"
     assert result.data.reason is FailureReason.INTERNAL_ERROR  # type: ignore[union-attr]
@@ -139,7 +158,7 @@ async def test_a_record_whose_reading_raises_still_gets_its_failed_event(
     pending = events.read(record(3, journal_event("E3")))
     assert isinstance(pending, PendingEvent)
     assert pending.ordering_key is None
-    await events.complete([pending])
+    await events.complete(WaitingEvents([pending]))
     [result] = sink.results
     assert result.data.reason is FailureReason.INTERNAL_ERROR  # type: ignore[union-attr]
     assert "RecursionError" in result.data.message  # type: ignore[union-attr]
