@@ -3,6 +3,7 @@ every part; errors in the assembly surface here, before anything connects."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from importlib.metadata import version
@@ -28,7 +29,7 @@ from service.kafka import (
     aiokafka_connection_options,
     kafka_security,
 )
-from service.observability import Metrics
+from service.observability import Metrics, Tracing
 from service.processing import EventProcessor, PendingEvent
 from service.regeneration import Regenerator
 from service.resilience import UpstreamGate
@@ -39,6 +40,7 @@ APP_TITLE = "regen-sync"
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastStream:
     metrics = metrics or Metrics()
+    tracing = Tracing.from_settings(settings.tracing, version=version("regen-sync"))
     faststream_logger = logging.getLogger("regen_sync.faststream")
     broker = KafkaBroker(
         settings.kafka.bootstrap_server_list,
@@ -78,10 +80,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             # A dead letter is an input record of up to max_event_bytes plus our headers.
             "max_request_size": max(1024 * 1024, settings.processing.max_event_bytes + 16_384),
         },
+        tracing=tracing,
     )
 
-    zuora_http = _http_client(settings.zuora)
-    softwareone_http = _http_client(settings.softwareone)
+    zuora_http = _http_client(settings.zuora, tracing)
+    softwareone_http = _http_client(settings.softwareone, tracing)
     zuora_tokens = ZuoraTokens(settings.zuora, zuora_http, metrics)
     regenerator = Regenerator(
         {
@@ -105,6 +108,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         },
         settings.processing,
         metrics,
+        tracing,
     )
     processor = EventProcessor(
         regenerator,
@@ -113,6 +117,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         event_source=settings.event_source,
         max_event_bytes=settings.processing.max_event_bytes,
         max_handling_attempts=settings.processing.max_handling_attempts,
+        tracing=tracing,
     )
     tracker = OffsetTracker()
     intake = Intake(
@@ -163,6 +168,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         await sink.stop()
         await zuora_http.aclose()
         await softwareone_http.aclose()
+        # Blocking, bounded by the exporter's timeout: the last spans are worth the wait.
+        await asyncio.to_thread(tracing.shutdown)
 
     @get(include_in_schema=False)
     async def live(scope: Any) -> AsgiResponse:
@@ -209,8 +216,12 @@ def _never_merged(pending: PendingEvent) -> None:
     return None
 
 
-def _http_client(settings: UpstreamHttpSettings) -> httpx.AsyncClient:
+def _http_client(settings: UpstreamHttpSettings, tracing: Tracing) -> httpx.AsyncClient:
+    async def propagate_trace(request: httpx.Request) -> None:
+        tracing.inject(request.headers)
+
     return httpx.AsyncClient(
+        event_hooks={"request": [propagate_trace]} if tracing.enabled else None,
         timeout=settings.timeout_seconds,
         verify=settings.verify_tls,
         # The upstream gates bound concurrent calls (per scope); a pool limit here would only

@@ -249,6 +249,35 @@ class LogSettings(BaseModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class TracingSettings(BaseModel):
+    enabled: bool = Field(
+        default=False,
+        description="Export OpenTelemetry traces: one per event, from consume through the "
+        "upstream calls to the result's publication.",
+    )
+    endpoint: AnyHttpUrl | None = Field(
+        default=None,
+        description="OTLP/HTTP (protobuf) traces endpoint, e.g. "
+        "http://otel-collector:4318/v1/traces. Required when tracing is enabled.",
+    )
+    sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded; an input event's sampled traceparent is "
+        "always followed.",
+    )
+    service_name: str = Field(default="regen-sync", min_length=1)
+
+    @model_validator(mode="after")
+    def _endpoint_when_enabled(self) -> Self:
+        if self.enabled and self.endpoint is None:
+            raise ValueError(
+                f"{ENV_PREFIX}TRACING{NESTED_DELIMITER}ENDPOINT is required when tracing is enabled"
+            )
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -265,6 +294,7 @@ class Settings(BaseSettings):
     processing: ProcessingSettings = ProcessingSettings()
     circuit: CircuitSettings = CircuitSettings()
     log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
     event_source: str = Field(
         default="urn:regen-sync",
         min_length=1,

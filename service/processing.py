@@ -42,7 +42,7 @@ from service.domain import (
     plan,
     result_event,
 )
-from service.observability import NO_OPERATION, Metrics
+from service.observability import NO_OPERATION, EventSpan, Metrics, Tracing
 from service.regeneration import Regenerator
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class PendingEvent:
     subject: RegenerationTask | InvalidEvent | Unreadable
     coalescing_key: str | None = None
     """Computed while reading, where an error still turns into a result."""
+    trace: EventSpan | None = None
 
     @property
     def ordering_key(self) -> str | None:
@@ -127,8 +128,10 @@ class EventProcessor:
         event_source: str,
         max_event_bytes: int,
         max_handling_attempts: int,
+        tracing: Tracing | None = None,
     ) -> None:
         self._regenerator = regenerator
+        self._tracing = tracing or Tracing.disabled()
         self._sink = sink
         self._metrics = metrics
         self._event_source = event_source
@@ -136,16 +139,19 @@ class EventProcessor:
         self._max_handling_attempts = max_handling_attempts
 
     def read(self, record: InputRecord) -> PendingEvent:
+        trace = self._tracing.start_event(
+            record.headers, topic=record.topic, partition=record.partition, offset=record.offset
+        )
         try:
             subject = self._plan(record)
             if isinstance(subject, RegenerationTask):
-                return PendingEvent(record, subject, subject.coalescing_key)
-            return PendingEvent(record, subject)
+                return PendingEvent(record, subject, subject.coalescing_key, trace)
+            return PendingEvent(record, subject, trace=trace)
         except Exception as error:
             # The record must still get its one outcome, and its offset must not be skipped.
             logger.exception("reading an event raised", extra=record.log_fields())
             self._metrics.event_received(None)
-            return PendingEvent(record, Unreadable(type(error).__name__))
+            return PendingEvent(record, Unreadable(type(error).__name__), trace=trace)
 
     def _plan(self, record: InputRecord) -> RegenerationTask | InvalidEvent:
         parsed = parse_event(record.value, max_bytes=self._max_event_bytes)
@@ -186,10 +192,11 @@ class EventProcessor:
             ):
                 with attempt:
                     if outcome is None:
-                        outcome = await self._outcome(leader, call_goes_out)
+                        with self._tracing.within(group.first.trace):
+                            outcome = await self._outcome(leader, call_goes_out)
                     # Events already published are not published again on the next try.
                     while published < len(served):
-                        await self._publish(served[published], outcome, leader)
+                        await self._publish(served[published], outcome, group.first)
                         published += 1
         except Exception as error:
             logger.exception(
@@ -214,14 +221,10 @@ class EventProcessor:
                 attempts=1,
             )
 
-    async def _publish(
-        self,
-        pending: PendingEvent,
-        outcome: Outcome,
-        leader: RegenerationTask | InvalidEvent,
-    ) -> None:
-        record, subject = pending.record, pending.subject
+    async def _publish(self, pending: PendingEvent, outcome: Outcome, first: PendingEvent) -> None:
+        record, subject, leader = pending.record, pending.subject, first.subject
         assert not isinstance(subject, Unreadable), "unreadable events are never grouped"
+        assert not isinstance(leader, Unreadable), "unreadable events are never grouped"
         result = outcome.result
         operation = subject.operation if isinstance(subject, RegenerationTask) else NO_OPERATION
         served_by = leader if isinstance(leader, RegenerationTask) else None
@@ -233,13 +236,15 @@ class EventProcessor:
             now=dt.datetime.now(dt.UTC),
             served_by=served_by,
         )
-        await self._deliver(record, event, result)
+        coalesced = subject is not leader
+        if coalesced:
+            self._tracing.link(pending.trace, served_by=first.trace)
+        await self._deliver(pending, event, result)
         self._metrics.results.labels(
             operation,
             "failed" if isinstance(result, Failed) else "succeeded",
             result.reason if isinstance(result, Failed) else "",
         ).inc()
-        coalesced = subject is not leader
         if coalesced:
             self._metrics.coalesced.labels(operation).inc()
         log_fields = record.log_fields() | {
@@ -275,18 +280,27 @@ class EventProcessor:
                 origin=pending.record.origin,
                 now=dt.datetime.now(dt.UTC),
             )
-            await self._deliver(pending.record, event, failure)
+            await self._deliver(pending, event, failure)
             self._metrics.results.labels(NO_OPERATION, "failed", failure.reason).inc()
 
     async def _deliver(
-        self, record: InputRecord, event: ResultEvent, result: Succeeded | Failed
+        self, pending: PendingEvent, event: ResultEvent, result: Succeeded | Failed
     ) -> None:
         """Dead letter first (for failures), then the result: once the result is out, the
-        record counts as done."""
-        if isinstance(result, Failed):
-            await self._until_published(record, lambda: self._sink.dead_letter(record, result))
-            self._metrics.dead_letters.labels(result.reason).inc()
-        await self._until_published(record, lambda: self._sink.publish_result(record, event))
+        record counts as done, and so does its trace."""
+        record = pending.record
+        with self._tracing.within(pending.trace):
+            if isinstance(result, Failed):
+                await self._until_published(record, lambda: self._sink.dead_letter(record, result))
+                self._metrics.dead_letters.labels(result.reason).inc()
+            await self._until_published(record, lambda: self._sink.publish_result(record, event))
+        self._tracing.end_event(
+            pending.trace,
+            event_id=event.data.sourceEventId,
+            event_type=event.data.sourceEventType,
+            operation=event.data.operation,
+            failure_reason=result.reason if isinstance(result, Failed) else None,
+        )
 
     def _handling_failed(self, record: InputRecord, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -7,7 +7,7 @@ outage is waited out, however long, and only failures of the event itself exhaus
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
@@ -22,7 +22,7 @@ from service.domain import (
     TransientFailure,
     Upstream,
 )
-from service.observability import Metrics
+from service.observability import Metrics, Tracing, mark_failed
 from service.resilience import UpstreamGate
 from service.upstream import UpstreamClient
 
@@ -47,8 +47,10 @@ class Regenerator:
         gates: Mapping[Upstream, UpstreamGate],
         settings: ProcessingSettings,
         metrics: Metrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self._clients = clients
+        self._tracing = tracing or Tracing.disabled()
         self._gates = gates
         self._settings = settings
         self._metrics = metrics
@@ -90,9 +92,13 @@ class Regenerator:
         budget: _AttemptBudget,
         before_call: Callable[[], None],
     ) -> AttemptResult:
-        def send() -> Awaitable[AttemptResult]:
+        async def send() -> AttemptResult:
             before_call()
-            return client.attempt(task)
+            with self._tracing.upstream_call(task.operation, task.operation.upstream) as span:
+                result = await client.attempt(task)
+                if not isinstance(result, Succeeded):
+                    mark_failed(span, result.message, result.http_status)
+                return result
 
         # The gate holds a call slot for this attempt only: an event waiting out a backoff
         # or Retry-After must not keep other objects' events from the upstream.

@@ -10,6 +10,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, R
 from faststream.kafka.publisher.usecase import DefaultPublisher
 
 from service.domain import Failed, RegenerationSucceeded, ResultEvent
+from service.observability import Tracing
 from service.processing import InputRecord, RecordRefused
 
 CLOUDEVENTS_JSON = "application/cloudevents+json; charset=UTF-8"
@@ -38,7 +39,9 @@ class KafkaResultSink:
         failed: DefaultPublisher,
         dead_letter_topic: str,
         producer_options: dict[str, Any],
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing or Tracing.disabled()
         self._succeeded = succeeded
         self._failed = failed
         self._dead_letter_topic = dead_letter_topic
@@ -56,14 +59,18 @@ class KafkaResultSink:
 
     async def publish_result(self, record: InputRecord, event: ResultEvent) -> None:
         publisher = self._succeeded if isinstance(event, RegenerationSucceeded) else self._failed
-        try:
-            await publisher.publish(
-                event.model_dump_json(exclude_none=True).encode(),
-                key=record.key,
-                headers={"content-type": CLOUDEVENTS_JSON},
-            )
-        except _TOO_LARGE as error:
-            raise RecordRefused(f"the result event is too large: {error}") from error
+        # A failed publication ends its span with the error (the tracer records exceptions).
+        with self._tracing.publication(publisher.topic):
+            headers = {"content-type": CLOUDEVENTS_JSON}
+            self._tracing.inject(headers)
+            try:
+                await publisher.publish(
+                    event.model_dump_json(exclude_none=True).encode(),
+                    key=record.key,
+                    headers=headers,
+                )
+            except _TOO_LARGE as error:
+                raise RecordRefused(f"the result event is too large: {error}") from error
 
     async def dead_letter(self, record: InputRecord, failure: Failed) -> None:
         error_headers = [

@@ -318,7 +318,7 @@ def test_network_policy_admits_only_the_http_port() -> None:
     [ingress] = policy["ingress"]
     assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
     egress_ports = [port["port"] for rule in policy["egress"] for port in rule["ports"]]
-    assert egress_ports == [53, 53, 9093, 443]
+    assert egress_ports == [53, 53, 9093, 443, 4318]
     minimal = render_file("minimal").one("NetworkPolicy")["spec"]
     assert minimal["policyTypes"] == ["Ingress"]
     assert "egress" not in minimal

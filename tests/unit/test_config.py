@@ -58,6 +58,8 @@ def test_missing_setting_is_named(environment: pytest.MonkeyPatch) -> None:
         ("REGEN_CIRCUIT__OPEN_SECONDS", "0", "greater than 0"),
         ("REGEN_KAFKA__SECURITY_PROTOCOL", "SASL_SSL", "needs sasl_mechanism"),
         ("REGEN_TOPICS__FAILED", "billing.data-fixed", "must differ"),
+        ("REGEN_TRACING__ENABLED", "true", "REGEN_TRACING__ENDPOINT is required"),
+        ("REGEN_TRACING__SAMPLE_RATIO", "1.5", "less than or equal to 1"),
     ],
 )
 def test_bad_values_are_refused_by_name(
