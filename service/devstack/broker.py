@@ -24,13 +24,12 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from service.devstack.process import ManagedProcess, free_port
+from service.devstack.process import ManagedProcess, ManagedServer, free_port
 
 BINARY_ENV = "REGEN_TANSU_BIN"
 DEFAULT_BINARY = Path(".cache/tansu/tansu")
@@ -69,7 +68,7 @@ def default_binary() -> Path:
     )
 
 
-class TansuBroker:
+class TansuBroker(ManagedServer):
     """One Tansu broker process on 127.0.0.1. ``start``/``stop`` are synchronous.
 
     A stopped or killed broker can be started again on the same port; with the default
@@ -162,10 +161,6 @@ class TansuBroker:
             f"{self.startup_timeout}s (last error: {last_error})\n{self.process.log_tail()}"
         )
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call repeatedly."""
-        self.process.terminate(timeout)
-
     def kill(self) -> None:
         """SIGKILL, to simulate a broker crash."""
         self.process.kill()
@@ -203,18 +198,6 @@ class TansuBroker:
             await admin.close()
         if failures:
             raise TansuError("create_topics failed: " + "; ".join(failures))
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _metadata_identity(host: str, port: int, timeout: float) -> tuple[str | None, list[int]]:

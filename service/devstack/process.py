@@ -7,9 +7,12 @@ import os
 import socket
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 _POLL_INTERVAL_S = 0.05
 
@@ -171,3 +174,30 @@ class ManagedProcess:
         if self._popen is None:
             raise ProcessError(f"{self.argv[0]} has not been started")
         return self._popen
+
+
+class ManagedServer(ABC):
+    """A local server run as one ``ManagedProcess``: ``start`` blocks until it serves, ``stop``
+    ends it, and ``with server:`` does both."""
+
+    process: ManagedProcess
+
+    @abstractmethod
+    def start(self) -> None:
+        """Spawn the process and block until the server serves."""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call repeatedly."""
+        self.process.terminate(timeout)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

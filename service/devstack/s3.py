@@ -11,12 +11,10 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import httpx
 
-from service.devstack.process import ManagedProcess, free_port
+from service.devstack.process import ManagedProcess, ManagedServer, free_port
 
 DEFAULT_BUCKET = "tansu"
 _HOST = "127.0.0.1"
@@ -26,7 +24,7 @@ class LocalS3Error(RuntimeError):
     pass
 
 
-class LocalS3:
+class LocalS3(ManagedServer):
     """``moto_server`` on 127.0.0.1 with one bucket. ``start``/``stop`` are synchronous."""
 
     def __init__(
@@ -89,19 +87,3 @@ class LocalS3:
         except BaseException:
             self.process.terminate()
             raise
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call repeatedly."""
-        self.process.terminate(timeout)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

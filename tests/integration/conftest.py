@@ -4,6 +4,7 @@ each a separate process on 127.0.0.1, stopped by PID at the end of the session."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -197,13 +198,17 @@ async def sender(kafka_broker: TansuBroker, shared_topics: Topics) -> AsyncItera
 
 @dataclass
 class Stack:
-    """A service of its own, on topics of its own, with its own sandbox when asked for."""
+    """A service of its own, on topics of its own, with its own sandbox and broker when asked
+    for."""
 
     topics: Topics
     service: ServiceProcess
     sandbox: Sandbox
     watcher: ResultWatcher
     sender: EventSender
+    new_service: Callable[..., ServiceProcess]
+    """``stack.new_service(**env)``: another service process on the same topics, with the
+    stack's settings and ``env`` on top; not started yet, stopped at the end of the test."""
 
 
 @pytest_asyncio.fixture
@@ -213,48 +218,63 @@ async def make_stack(
     sandbox: Sandbox,
     logs_dir: Path,
 ) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
-    """``await make_stack(name, sandbox_flags=(...), start=True, **env)``; everything it
-    started is stopped at the end of the test."""
-    processes: list[ManagedProcess] = []
-    closers: list[Callable[[], Awaitable[None]]] = []
+    """``await make_stack(name, broker=..., sandbox_flags=(...), start=True, **env)``;
+    everything it started is stopped at the end of the test, in the reverse order.
 
-    async def make(
-        name: str,
-        *,
-        sandbox_flags: tuple[str, ...] | None = None,
-        start: bool = True,
-        **overrides: str,
-    ) -> Stack:
-        topics = Topics.named(unique(name))
-        await kafka_broker.create_topics(topics.all, PARTITIONS)
-        control = sandbox
-        if sandbox_flags is not None:
-            process, url = await asyncio.to_thread(
-                start_sandbox_process, logs_dir / f"{topics.input}-sandbox.log", *sandbox_flags
-            )
-            processes.append(process)
-            control = Sandbox(url)
-            closers.append(control.close)
-            overrides = {
-                "REGEN_ZUORA__BASE_URL": url,
-                "REGEN_SOFTWAREONE__BASE_URL": url,
-            } | overrides
-        service = ServiceProcess(
-            service_env(topics, **overrides), logs_dir / f"{topics.input}-service.log"
-        )
-        processes.append(service.process)
-        results = ResultWatcher(kafka_broker.bootstrap_servers, topics)
-        await results.start()
-        closers.append(results.stop)
-        events = EventSender(kafka_broker.bootstrap_servers, topics.input)
-        await events.start()
-        closers.append(events.stop)
-        if start:
-            await asyncio.to_thread(service.start)
-        return Stack(topics, service, control, results, events)
+    ``broker`` (the session's by default) must be a fixture set up before this one, so that
+    it is still there when the stack's clients are closed.
+    """
+    async with contextlib.AsyncExitStack() as cleanup:
 
-    yield make
-    for close in reversed(closers):
-        await close()
-    for process in reversed(processes):
-        process.terminate()
+        async def make(
+            name: str,
+            *,
+            broker: TansuBroker | None = None,
+            sandbox_flags: tuple[str, ...] | None = None,
+            start: bool = True,
+            **overrides: str,
+        ) -> Stack:
+            broker = kafka_broker if broker is None else broker
+            topics = Topics.named(unique(name))
+            await broker.create_topics(topics.all, PARTITIONS)
+            settings = {"REGEN_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+            control = sandbox
+            if sandbox_flags is not None:
+                process, url = await asyncio.to_thread(
+                    start_sandbox_process, logs_dir / f"{topics.input}-sandbox.log", *sandbox_flags
+                )
+                cleanup.callback(process.terminate)
+                control = Sandbox(url)
+                cleanup.push_async_callback(control.close)
+                settings |= {"REGEN_ZUORA__BASE_URL": url, "REGEN_SOFTWAREONE__BASE_URL": url}
+            env = service_env(topics, **settings | overrides)
+            results = ResultWatcher(broker.bootstrap_servers, topics)
+            await results.start()
+            cleanup.push_async_callback(results.stop)
+            events = EventSender(broker.bootstrap_servers, topics.input)
+            await events.start()
+            cleanup.push_async_callback(events.stop)
+            cleanup.push_async_callback(restart_if_down, broker)
+            services: list[ServiceProcess] = []
+
+            def new_service(**more: str) -> ServiceProcess:
+                number = f"-{len(services)}" if services else ""
+                log = logs_dir / f"{topics.input}-service{number}.log"
+                service = ServiceProcess(env | more, log)
+                services.append(service)
+                cleanup.callback(service.process.terminate)
+                return service
+
+            service = new_service()
+            if start:
+                await asyncio.to_thread(service.start)
+            return Stack(topics, service, control, results, events, new_service)
+
+        yield make
+
+
+async def restart_if_down(broker: TansuBroker) -> None:
+    """After a test that failed with its broker down: aiokafka's clients, closed next, raise
+    CancelledError from their stop() when the broker is gone."""
+    if not broker.process.running:
+        await asyncio.to_thread(broker.start)

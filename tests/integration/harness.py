@@ -1,10 +1,14 @@
-"""Test-side tools for the real stack: send events, await their results, drive the sandbox."""
+"""Test-side tools for the real stack: send events, await their results, drive the sandbox,
+run `regen-sync` commands."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import sys
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -13,6 +17,9 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from service.devstack import TansuBroker
 
 
 @dataclass(frozen=True)
@@ -310,3 +317,62 @@ class Sandbox:
         if match is not None:
             logged = [r for r in logged if match in r["path"] or match in json.dumps(r["body"])]
         return logged
+
+
+@dataclass
+class Run:
+    """A finished `regen-sync` command run by ``regen_sync``."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def lines(self) -> dict[str, str]:
+        """Check lines by check name: `OK   topic input: …` -> {"topic input": "OK   …"}."""
+        return {line[5:].split(":", 1)[0]: line for line in self.stdout.splitlines()}
+
+
+async def regen_sync(*arguments: str, env: dict[str, str], timeout: float = 60) -> Run:
+    """`regen-sync <arguments>` as a process with the settings ``env``; waits for it to exit."""
+    # Only the variables given: settings must not leak in from the developer's shell.
+    base = {name: value for name, value in os.environ.items() if not name.startswith("REGEN_")}
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        *arguments,
+        env=base | env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Run(process.returncode, stdout.decode(), stderr.decode(), time.monotonic() - started)
+
+
+def kafka_only(env: dict[str, str]) -> dict[str, str]:
+    """What `send` and `redrive` need: no upstream section at all."""
+    return {
+        name: value
+        for name, value in env.items()
+        if name.startswith(("REGEN_KAFKA__", "REGEN_TOPICS__", "REGEN_SECRETS_DIR"))
+    }
+
+
+async def topic_names(broker: TansuBroker) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    await admin.start()
+    try:
+        names: list[str] = await admin.list_topics()
+        return names
+    finally:
+        await admin.close()

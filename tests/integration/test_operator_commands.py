@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import socket
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from conftest import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET
-from harness import ResultWatcher, Sandbox, Topics, new_event, unique
+from harness import (
+    ResultWatcher,
+    Sandbox,
+    Topics,
+    kafka_only,
+    new_event,
+    regen_sync,
+    topic_names,
+    unique,
+)
 
 from service.devstack import TansuBroker, free_port
 
@@ -32,62 +35,6 @@ CHECK_NAMES = [
     "SoftwareOne token",
 ]
 KAFKA_DEPENDENT = CHECK_NAMES[2:7]
-
-
-@dataclass
-class Run:
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def lines(self) -> dict[str, str]:
-        """Check lines by check name: `OK   topic input: …` -> {"topic input": "OK   …"}."""
-        return {line[5:].split(":", 1)[0]: line for line in self.stdout.splitlines()}
-
-
-async def regen_sync(*arguments: str, env: dict[str, str], timeout: float = 60) -> Run:
-    # Only the variables given: settings must not leak in from the developer's shell.
-    base = {name: value for name, value in os.environ.items() if not name.startswith("REGEN_")}
-    started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        *arguments,
-        env=base | env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode(), time.monotonic() - started)
-
-
-def kafka_only(env: dict[str, str]) -> dict[str, str]:
-    """What `send` needs: no upstream section at all."""
-    return {
-        name: value
-        for name, value in env.items()
-        if name.startswith(("REGEN_KAFKA__", "REGEN_TOPICS__", "REGEN_SECRETS_DIR"))
-    }
-
-
-async def topic_names(broker: TansuBroker) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-    await admin.start()
-    try:
-        names: list[str] = await admin.list_topics()
-        return names
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -13,8 +13,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from conftest import PARTITIONS, Stack
-from harness import Received, ResultWatcher, Topics, new_event, unique
-from test_operator_commands import Run, kafka_only, regen_sync, topic_names
+from harness import (
+    Received,
+    ResultWatcher,
+    Run,
+    Topics,
+    kafka_only,
+    new_event,
+    regen_sync,
+    topic_names,
+    unique,
+)
 
 from service.devstack import TansuBroker, free_port
 from service.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON

@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,12 +20,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import PARTITIONS, ServiceProcess, start_sandbox_process
+from conftest import PARTITIONS, Stack
 from harness import (
-    EventSender,
     ResultWatcher,
     Sandbox,
-    Topics,
     event_of_kind,
     eventually,
     metric,
@@ -67,68 +64,20 @@ def durable_broker(kafka_broker: TansuBroker, logs_dir: Path) -> Iterator[TansuB
         yield broker
 
 
-@dataclass
-class FaultStack:
-    """Topics, a slow sandbox, a result watcher and an event sender of its own on the
-    durable broker; the services are started by each test, with its settings."""
-
-    topics: Topics
-    env: dict[str, str]
-    sandbox: Sandbox
-    watcher: ResultWatcher
-    sender: EventSender
-    logs_dir: Path
-    services: list[ServiceProcess] = field(default_factory=list)
-
-    def service(self, **overrides: str) -> ServiceProcess:
-        """A service process (not started yet), stopped at the end of the test."""
-        log = self.logs_dir / f"{self.topics.input}-service-{len(self.services)}.log"
-        service = ServiceProcess(self.env | overrides, log)
-        self.services.append(service)
-        return service
-
-
 @pytest_asyncio.fixture
 async def fault_stack(
-    durable_broker: TansuBroker,
-    service_env: Callable[..., dict[str, str]],
-    logs_dir: Path,
-) -> AsyncIterator[FaultStack]:
-    topics = Topics.named(unique("broker-fault"))
-    await durable_broker.create_topics(topics.all, PARTITIONS)
-    async with contextlib.AsyncExitStack() as cleanup:
-        # Slow answers keep events in flight (called, or waiting for a call) at the kill.
-        sandbox_process, sandbox_url = await asyncio.to_thread(
-            start_sandbox_process,
-            logs_dir / f"{topics.input}-sandbox.log",
-            "--concurrency-limit",
-            "0",
-            "--latency-ms",
-            "400",
-        )
-        cleanup.callback(sandbox_process.terminate)
-        sandbox = Sandbox(sandbox_url)
-        cleanup.push_async_callback(sandbox.close)
-        env = service_env(
-            topics,
-            REGEN_KAFKA__BOOTSTRAP_SERVERS=durable_broker.bootstrap_servers,
-            REGEN_ZUORA__BASE_URL=sandbox_url,
-            REGEN_SOFTWAREONE__BASE_URL=sandbox_url,
-        )
-        watcher = ResultWatcher(durable_broker.bootstrap_servers, topics)
-        await watcher.start()
-        cleanup.push_async_callback(watcher.stop)
-        sender = EventSender(durable_broker.bootstrap_servers, topics.input)
-        await sender.start()
-        cleanup.push_async_callback(sender.stop)
-        stack = FaultStack(topics, env, sandbox, watcher, sender, logs_dir)
-        yield stack
-        for service in stack.services:
-            service.process.terminate()
-        # After a test that failed with the broker down: aiokafka's clients, closed next,
-        # raise CancelledError from their stop() when the broker is gone.
-        if not durable_broker.process.running:
-            await asyncio.to_thread(durable_broker.start)
+    durable_broker: TansuBroker, make_stack: Callable[..., Awaitable[Stack]]
+) -> Stack:
+    """Topics, a slow sandbox, a result watcher and an event sender of its own on the
+    durable broker; the services (``stack.service``, more from ``stack.new_service``) are
+    started by each test, with its settings."""
+    # Slow answers keep events in flight (called, or waiting for a call) at the kill.
+    return await make_stack(
+        "broker-fault",
+        broker=durable_broker,
+        sandbox_flags=("--concurrency-limit", "0", "--latency-ms", "400"),
+        start=False,
+    )
 
 
 class ReadinessLog:
@@ -291,10 +240,10 @@ async def test_tansu_on_s3_keeps_topics_records_and_committed_offsets_across_a_s
 
 
 async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_event(
-    durable_broker: TansuBroker, fault_stack: FaultStack, figures: dict[str, object]
+    durable_broker: TansuBroker, fault_stack: Stack, figures: dict[str, object]
 ) -> None:
     stack, watcher = fault_stack, fault_stack.watcher
-    service = stack.service()
+    service = stack.service
     await asyncio.to_thread(service.start)
     await asyncio.to_thread(service.wait_ready)
     async with ReadinessLog(f"{service.http_url}/health/ready") as readiness:
@@ -346,7 +295,7 @@ async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_e
             committed = asyncio.run(
                 committed_offsets(
                     durable_broker.bootstrap_servers,
-                    stack.env["REGEN_KAFKA__GROUP_ID"],
+                    service.env["REGEN_KAFKA__GROUP_ID"],
                     input_partitions,
                 )
             )
@@ -385,10 +334,10 @@ async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_e
 
 
 async def test_sigterm_while_the_broker_is_down_exits_and_a_restart_finishes_every_event(
-    durable_broker: TansuBroker, fault_stack: FaultStack, figures: dict[str, object]
+    durable_broker: TansuBroker, fault_stack: Stack, figures: dict[str, object]
 ) -> None:
     stack, watcher = fault_stack, fault_stack.watcher
-    first = stack.service(REGEN_PROCESSING__SHUTDOWN_GRACE_SECONDS=str(SHUTDOWN_GRACE_SECONDS))
+    first = stack.new_service(REGEN_PROCESSING__SHUTDOWN_GRACE_SECONDS=str(SHUTDOWN_GRACE_SECONDS))
     await asyncio.to_thread(first.start)
     events = mixed_events(120)
     await stack.sender.send_many(events)
@@ -409,7 +358,7 @@ async def test_sigterm_while_the_broker_is_down_exits_and_a_restart_finishes_eve
 
     await asyncio.to_thread(durable_broker.start)
     restarted_at = time.monotonic()
-    second = stack.service()
+    second = stack.new_service()
     await asyncio.to_thread(second.start)
     results = await watcher.wait_for([event["id"] for event, _ in events], timeout=90)
     recovered_at = time.monotonic()
