@@ -69,6 +69,21 @@ class KafkaSettings(BaseModel):
         default="earliest",
         description="Where a new consumer group starts; 'earliest' so no event is skipped.",
     )
+    fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=60_000,
+        description="Longest the broker may hold a fetch that finds no new records. Kafka "
+        "answers as soon as records arrive; some Kafka-protocol brokers (Tansu) only when "
+        "this runs out, so it bounds the latency of a caught-up consumer there.",
+    )
+    max_poll_records: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="Records handed over per poll; each is admitted on its own, so this only "
+        "amortises the per-poll overhead.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

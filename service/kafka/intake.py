@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -41,33 +42,34 @@ class Intake:
         self._metrics = metrics
         self._commit_interval = commit_interval_seconds
         self._rebalance_grace = rebalance_grace_seconds
-        self._subscriber: LogicSubscriber[object] | None = None
+        self._subscriber: LogicSubscriber[Any] | None = None
         self._commit_loop: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()
 
-    def attach(self, subscriber: LogicSubscriber[object]) -> None:
+    def attach(self, subscriber: LogicSubscriber[Any]) -> None:
         self._subscriber = subscriber
 
-    async def on_message(self, message: KafkaMessage) -> None:
-        """The subscriber's handler. Returns once the record is admitted, not finished."""
-        raw = message.raw_message
-        assert not isinstance(raw, tuple), "the input subscriber is not a batch subscriber"
-        record = InputRecord(
-            topic=raw.topic,
-            partition=raw.partition,
-            offset=raw.offset,
-            key=raw.key,
-            value=raw.value,
-            headers=tuple(raw.headers or ()),
-        )
-        pending = self._processor.read(record)
-        await self._dispatcher.submit(
-            Partition(record.topic, record.partition),
-            record.offset,
-            pending,
-            key=pending.ordering_key,
-            lane=pending.lane,
-        )
+    async def on_records(self, message: KafkaMessage) -> None:
+        """The subscriber's handler, for one poll's records. Returns once every record is
+        admitted, not finished; admission waits while the record's lane is full."""
+        polled = message.raw_message
+        for raw in polled if isinstance(polled, tuple) else (polled,):
+            record = InputRecord(
+                topic=raw.topic,
+                partition=raw.partition,
+                offset=raw.offset,
+                key=raw.key,
+                value=raw.value,
+                headers=tuple(raw.headers or ()),
+            )
+            pending = self._processor.read(record)
+            await self._dispatcher.submit(
+                Partition(record.topic, record.partition),
+                record.offset,
+                pending,
+                key=pending.ordering_key,
+                lane=pending.lane,
+            )
 
     def start_committing(self) -> None:
         self._commit_loop = asyncio.create_task(self._commit_periodically())

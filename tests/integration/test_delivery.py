@@ -63,7 +63,12 @@ async def test_sigkill_with_events_in_flight_loses_no_result(
     # Slow answers keep well over 100 events in flight when the process is killed.
     await sandbox.fault(operation="*", kind="latency", latencyMs=400, match=run)
     env = service_env(
-        topics, REGEN_ZUORA__MAX_CONCURRENCY="200", REGEN_SOFTWAREONE__MAX_CONCURRENCY="200"
+        topics,
+        REGEN_ZUORA__MAX_CONCURRENCY="200",
+        REGEN_SOFTWAREONE__MAX_CONCURRENCY="200",
+        # An object's events are identical here; coalesced, they would finish together with the
+        # first call instead of staying in flight one after another.
+        REGEN_PROCESSING__COALESCE="false",
     )
     watcher = ResultWatcher(kafka_broker.bootstrap_servers, topics)
     await watcher.start()
