@@ -141,7 +141,9 @@ class Runner:
             limit_events_per_second=concurrency_limit(load.events, self.concurrency, latency),
         )
         self._add(limit)
-        maximum = regen.events_per_second
+        # A burst of identical events per object is partly coalesced, so its maximum can pass
+        # C/L; a stream spread over time is not, and C/L is then what saturates the upstream.
+        maximum = min(regen.events_per_second or 0, limit.limit_events_per_second or math.inf)
         if latency == plan.half_rate_latency_ms and maximum:
             await self._half_rate(latency, maximum / 2)
 
