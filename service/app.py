@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import threading
 from importlib.metadata import version
 from typing import Any
 
@@ -36,6 +38,12 @@ from service.resilience import UpstreamGate
 from service.upstream import SoftwareOneClient, ZuoraClient, ZuoraTokens
 
 APP_TITLE = "regen-sync"
+CLOSE_SECONDS = 10.0
+"""Time allowed after the shutdown grace period for the final commit and closing the clients.
+Below the chart's margin (terminationGracePeriodSeconds = grace + 15 s), so the process ends
+itself, with a log line, before Kubernetes kills it."""
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastStream:
@@ -170,6 +178,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         intake.start_committing()
 
     async def stop_gracefully() -> None:
+        _exit_if_still_stopping_after(settings.processing.shutdown_grace_seconds + CLOSE_SECONDS)
         await intake.stop(settings.processing.shutdown_grace_seconds)
         await sink.stop()
         await zuora_http.aclose()
@@ -208,6 +217,24 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             "regeneration.failed (and dead-letters every failure).",
         ),
     )
+
+
+def _exit_if_still_stopping_after(seconds: float) -> None:
+    """With the broker away, aiokafka's clients wait out their request timeout (40 s) while
+    closing. Nothing is lost by not waiting: results not acknowledged were not committed, and
+    their events are read again. A timer thread, because the event loop may be the one stuck."""
+
+    def exit_now() -> None:
+        logger.warning(
+            "shutdown still not finished; exiting without waiting for the Kafka clients to close",
+            extra={"after_seconds": seconds},
+        )
+        logging.shutdown()
+        os._exit(0)
+
+    watchdog = threading.Timer(seconds, exit_now)
+    watchdog.daemon = True
+    watchdog.start()
 
 
 async def _undecoded(message: StreamMessage[Any]) -> bytes:

@@ -24,6 +24,8 @@ from service.processing import EventProcessor, InputRecord, PendingEvent
 
 logger = logging.getLogger(__name__)
 
+FINAL_COMMIT_SECONDS = 5.0
+
 
 class Intake:
     def __init__(
@@ -132,7 +134,15 @@ class Intake:
             self._commit_loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._commit_loop
-        await self.commit()
+        try:
+            # A commit waits for the broker however long it is away; what it would have
+            # committed is read again by the next owner instead.
+            await asyncio.wait_for(self.commit(), FINAL_COMMIT_SECONDS)
+        except TimeoutError:
+            logger.warning(
+                "the final offset commit did not finish; unfinished offsets will be read again",
+                extra={"timeout_seconds": FINAL_COMMIT_SECONDS},
+            )
         logger.info(
             "stopped consuming",
             extra={"all_in_flight_finished": finished, "grace_seconds": grace_seconds},
