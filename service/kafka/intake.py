@@ -24,7 +24,9 @@ from service.processing import EventProcessor, InputRecord, PendingEvent
 
 logger = logging.getLogger(__name__)
 
-FINAL_COMMIT_SECONDS = 5.0
+COMMIT_TIMEOUT_SECONDS = 5.0
+"""aiokafka's commit waits for the group coordinator however long the broker is away; a commit
+that takes longer counts as failed, and its positions go with the next one."""
 
 
 class Intake:
@@ -113,10 +115,13 @@ class Intake:
             if not positions:
                 return
             try:
-                await consumer.commit(
-                    {TopicPartition(p.topic, p.partition): o for p, o in positions.items()}
+                await asyncio.wait_for(
+                    consumer.commit(
+                        {TopicPartition(p.topic, p.partition): o for p, o in positions.items()}
+                    ),
+                    COMMIT_TIMEOUT_SECONDS,
                 )
-            except KafkaError as error:
+            except (KafkaError, TimeoutError) as error:
                 # Not fatal: the positions stay pending and go with the next commit.
                 self._metrics.commits.labels("failure").inc()
                 logger.warning("offset commit failed", extra={"error": repr(error)})
@@ -134,15 +139,8 @@ class Intake:
             self._commit_loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._commit_loop
-        try:
-            # A commit waits for the broker however long it is away; what it would have
-            # committed is read again by the next owner instead.
-            await asyncio.wait_for(self.commit(), FINAL_COMMIT_SECONDS)
-        except TimeoutError:
-            logger.warning(
-                "the final offset commit did not finish; unfinished offsets will be read again",
-                extra={"timeout_seconds": FINAL_COMMIT_SECONDS},
-            )
+        # When it fails, what it would have committed is read again by the next owner.
+        await self.commit()
         logger.info(
             "stopped consuming",
             extra={"all_in_flight_finished": finished, "grace_seconds": grace_seconds},

@@ -2,8 +2,12 @@
 
 import asyncio
 from dataclasses import dataclass
+from types import SimpleNamespace
 
-from service.kafka import Dispatcher, Group, OffsetTracker, Partition
+import pytest
+
+from service.kafka import Dispatcher, Group, Intake, OffsetTracker, Partition
+from service.kafka import intake as intake_module
 from service.observability import Metrics
 
 P0 = Partition("input", 0)
@@ -202,3 +206,37 @@ async def test_handing_over_partitions_waits_for_theirs_and_drops_what_has_not_s
     assert await events.drain(grace_seconds=5)
     assert ["P0-queued"] not in recorder.groups
     assert tracker.commit_positions() == {P0: 2, P1: 1}
+
+
+class HangingConsumer:
+    """A consumer whose commit waits for a group coordinator that never answers."""
+
+    def __init__(self) -> None:
+        self.commits_started = 0
+
+    async def commit(self, offsets: object) -> None:
+        self.commits_started += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_commit_the_broker_never_answers_is_counted_as_failed_and_kept_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(intake_module, "COMMIT_TIMEOUT_SECONDS", 0.05)
+    tracker, metrics, consumer = OffsetTracker(), Metrics(), HangingConsumer()
+    intake = Intake(
+        None,  # type: ignore[arg-type]  # committing needs neither processor nor dispatcher
+        None,  # type: ignore[arg-type]
+        tracker,
+        metrics,
+        commit_interval_seconds=1,
+        rebalance_grace_seconds=1,
+    )
+    intake.attach(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
+    tracker.finished(tracker.started(P0, 4))
+    await asyncio.wait_for(intake.commit(), 5)
+    assert consumer.commits_started == 1
+    assert (
+        metrics.registry.get_sample_value("regen_offset_commits_total", {"outcome": "failure"}) == 1
+    )
+    assert tracker.commit_positions() == {P0: 5}, "the position goes with the next commit"
