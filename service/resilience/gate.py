@@ -48,10 +48,9 @@ class UpstreamGate:
     async def call(
         self, task: RegenerationTask, attempt: Callable[[], Awaitable[AttemptResult]]
     ) -> GateResult:
-        probe = await self._admit()
         scope = self._scope(task.limit_scope)
+        probe = await self._admit_with_slot(scope)
         try:
-            await scope.acquire()
             try:
                 result = await attempt()
             finally:
@@ -71,6 +70,24 @@ class UpstreamGate:
         scope.observe(throttled=throttled, retry_after=retry_after, load=result.load)
         await self.breaker.record(task.idempotency_key, outage=outage, probe=probe)
         return GateResult(result, upstream_unavailable=outage and not self.breaker.closed)
+
+    async def _admit_with_slot(self, scope: ScopeLimits) -> bool:
+        """Wait for the circuit to admit the call and for a call slot; True for the probe.
+
+        The circuit is asked again once the slot is granted: a burst admitted while it was
+        closed may still be waiting for slots when it opens, and must then wait with the
+        held events instead of calling an upstream that is down."""
+        while True:
+            probe = await self._admit()
+            try:
+                await scope.acquire()
+            except BaseException:
+                if probe:
+                    await self.breaker.abandon()
+                raise
+            if probe or self.breaker.closed:
+                return probe
+            scope.release()
 
     async def _admit(self) -> bool:
         if self.breaker.closed:

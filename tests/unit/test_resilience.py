@@ -3,9 +3,18 @@
 import asyncio
 
 import pytest
+from test_regeneration import journal_task
 
-from service.domain import UpstreamLoad
-from service.resilience import AdaptiveConcurrency, CircuitBreaker, CircuitState, ScopeLimits
+from service.config import CircuitSettings, UpstreamHttpSettings
+from service.domain import AttemptResult, TransientFailure, Upstream, UpstreamLoad
+from service.observability import Metrics
+from service.resilience import (
+    AdaptiveConcurrency,
+    CircuitBreaker,
+    CircuitState,
+    ScopeLimits,
+    UpstreamGate,
+)
 
 
 class Clock:
@@ -206,3 +215,46 @@ async def test_requests_per_minute_budget_holds_the_call_over_budget() -> None:
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(scope.acquire(), 0.3)
     assert scope.concurrency.in_use == 0, "a call cancelled while over budget frees its slot"
+
+
+async def test_a_call_waiting_for_a_slot_when_the_circuit_opens_waits_instead_of_calling() -> None:
+    metrics = Metrics()
+    gate = UpstreamGate(
+        Upstream.SOFTWAREONE,
+        UpstreamHttpSettings(max_concurrency=1),
+        CircuitSettings(failure_threshold=1, open_seconds=60, max_open_seconds=60),
+        metrics,
+        max_pause_seconds=1,
+    )
+    first_called, release_first = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    async def upstream_down(name: str) -> AttemptResult:
+        calls.append(name)
+        first_called.set()
+        if name == "first":
+            await release_first.wait()
+        return TransientFailure("503", http_status=503)
+
+    def held() -> float | None:
+        return metrics.registry.get_sample_value("regen_events_held", {"upstream": "softwareone"})
+
+    first = asyncio.create_task(gate.call(journal_task("J1"), lambda: upstream_down("first")))
+    await first_called.wait()
+    # Admitted while the circuit is closed, then queued behind the only slot.
+    second = asyncio.create_task(gate.call(journal_task("J2"), lambda: upstream_down("second")))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert held() == 0
+    release_first.set()
+    assert (await first).upstream_unavailable
+    assert gate.breaker.state is CircuitState.OPEN
+    # Given the slot, it finds the circuit open and joins the held events.
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert held() == 1
+    assert calls == ["first"], "the waiting call must not reach an upstream that is down"
+    assert not second.done()
+    second.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await second
