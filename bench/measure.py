@@ -37,6 +37,10 @@ class Load:
     them all as fast as the producer can (a burst)."""
     preload: bool = False
     """Send everything before the system starts: a backlog waiting in the topic."""
+    warm_up_events: int = 0
+    """The first events, sent like the others but left out of the latency figures: a fresh
+    process's first second (new upstream connections, a token, first-use initialisation) is
+    not the steady state they describe."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,7 @@ async def measure(
         for event_id, at in reader.first_seen.items()
         if event_id in sent and at <= cutoff
     }
+    warm_up = {event.event_id for event in load.events[: load.warm_up_events]}
     last = max(seen.values(), default=None)
     started = consuming_since if load.preload else min(sent.values(), default=consuming_since)
     return Measurement(
@@ -209,7 +214,9 @@ async def measure(
         failed=reader.failed,
         duplicates=reader.duplicates,
         elapsed_seconds=last - started if last is not None else None,
-        latencies_ms=[(at - sent[event_id]) * 1000 for event_id, at in seen.items()],
+        latencies_ms=[
+            (at - sent[event_id]) * 1000 for event_id, at in seen.items() if event_id not in warm_up
+        ],
         peak_rss_mb=peak,
         rss_samples_mb=rss_samples,
         cpu_seconds={name: round(cpu_after[name] - cpu_before[name], 2) for name in cpu_after},

@@ -50,6 +50,8 @@ class Plan:
     half_rate_latency_ms: int | None = 50
     """Measured only when this latency is among ``latencies_ms`` (its maximum rate is)."""
     half_rate_seconds: float = 20.0
+    half_rate_warm_up_seconds: float = 2.0
+    """Sent first at the same rate, left out of the half-rate latency figures."""
     coalescing_latency_ms: int | None = 250
     """Events wait for an object only while the upstream is the bottleneck, as with the
     hundreds of milliseconds per call of a backfill; at low latency they rarely do."""
@@ -149,8 +151,13 @@ class Runner:
 
     async def _half_rate(self, latency: int, rate: float) -> None:
         plan, prefix = self.plan, f"{self.run_id}.l{latency}.half"
-        count = math.ceil(rate * plan.half_rate_seconds)
-        load = Load(build_events(count, min(plan.objects, count), prefix=prefix), rate=rate)
+        warm_up = math.ceil(rate * plan.half_rate_warm_up_seconds)
+        count = warm_up + math.ceil(rate * plan.half_rate_seconds)
+        load = Load(
+            build_events(count, min(plan.objects, count), prefix=prefix),
+            rate=rate,
+            warm_up_events=warm_up,
+        )
         await self._measure(
             HALF_RATE,
             latency,
@@ -158,7 +165,9 @@ class Runner:
             self._regen_sync(prefix),
             load,
             Limits(stall_seconds=plan.stall_seconds),
-            label=f"regen-sync, open loop at {rate:,.0f} events/s for {plan.half_rate_seconds:g} s",
+            label=f"regen-sync, open loop at {rate:,.0f} events/s for "
+            f"{plan.half_rate_warm_up_seconds:g} + {plan.half_rate_seconds:g} s (latency of the "
+            f"last {plan.half_rate_seconds:g} s)",
         )
 
     async def _coalescing(self, latency: int) -> None:
