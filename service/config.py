@@ -293,27 +293,15 @@ class TracingSettings(BaseModel):
         return self
 
 
-class Settings(BaseSettings):
+class EnvironmentSettings(BaseSettings):
+    """Read from ``REGEN_*`` variables, then from secret files named like them: the sources
+    of every settings class (the service's, and the subsets operator commands load)."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=NESTED_DELIMITER,
         case_sensitive=False,
         extra="ignore",
-    )
-
-    kafka: KafkaSettings
-    topics: TopicSettings = TopicSettings()
-    zuora: ZuoraSettings
-    softwareone: SoftwareOneSettings
-    http: HttpServerSettings = HttpServerSettings()
-    processing: ProcessingSettings = ProcessingSettings()
-    circuit: CircuitSettings = CircuitSettings()
-    log: LogSettings = LogSettings()
-    tracing: TracingSettings = TracingSettings()
-    event_source: str = Field(
-        default="urn:regen-sync",
-        min_length=1,
-        description="CloudEvents 'source' of the events regen-sync publishes.",
     )
 
     @classmethod
@@ -334,6 +322,23 @@ class Settings(BaseSettings):
         )
         # Environment wins over files so an operator can override a mounted secret.
         return init_settings, env_settings, secret_files
+
+
+class Settings(EnvironmentSettings):
+    kafka: KafkaSettings
+    topics: TopicSettings = TopicSettings()
+    zuora: ZuoraSettings
+    softwareone: SoftwareOneSettings
+    http: HttpServerSettings = HttpServerSettings()
+    processing: ProcessingSettings = ProcessingSettings()
+    circuit: CircuitSettings = CircuitSettings()
+    log: LogSettings = LogSettings()
+    tracing: TracingSettings = TracingSettings()
+    event_source: str = Field(
+        default="urn:regen-sync",
+        min_length=1,
+        description="CloudEvents 'source' of the events regen-sync publishes.",
+    )
 
 
 class ConfigurationError(Exception):

@@ -8,37 +8,20 @@ same error lines naming each variable.
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
-
 from service.config import (
+    EnvironmentSettings,
     KafkaSettings,
     ProcessingSettings,
-    Settings,
     TopicSettings,
     load_settings,
 )
 
 
-class KafkaClientSettings(BaseSettings):
-    model_config = Settings.model_config
-
+class KafkaClientSettings(EnvironmentSettings):
     kafka: KafkaSettings
     topics: TopicSettings = TopicSettings()
     # Only for max_event_bytes: an event the service would refuse as too large is invalid.
     processing: ProcessingSettings = ProcessingSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return Settings.settings_customise_sources(
-            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-        )
 
 
 def load_kafka_client_settings() -> KafkaClientSettings:
