@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -110,11 +110,11 @@ class Tracing:
         if event is None:
             yield
             return
-        token = context.attach(trace.set_span_in_context(event.span))
-        try:
+        # The event's span ends when its result is out, and its status is set there.
+        with trace.use_span(
+            event.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        ):
             yield
-        finally:
-            context.detach(token)
 
     def upstream_call(
         self, operation: str, upstream: str
