@@ -57,7 +57,8 @@ class Intake:
         """The subscriber's handler, for one poll's records. Returns once every record is
         admitted, not finished; admission waits while the record's lane is full."""
         polled = message.raw_message
-        for raw in polled if isinstance(polled, tuple) else (polled,):
+        assert isinstance(polled, tuple), "the input subscriber is a batch subscriber"
+        for raw in polled:
             record = InputRecord(
                 topic=raw.topic,
                 partition=raw.partition,
