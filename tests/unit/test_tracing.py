@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from test_processing import WaitingEvents
 
 from service.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
 from service.domain import (
@@ -21,7 +22,7 @@ from service.domain import (
     Upstream,
 )
 from service.observability import Metrics, Tracing
-from service.processing import EventProcessor, InputRecord, PendingEvent
+from service.processing import EventProcessor, InputRecord
 from service.regeneration import Regenerator
 from service.resilience import UpstreamGate
 
@@ -71,18 +72,6 @@ class MemorySink:
         pass
 
 
-class FirstThenAll:
-    def __init__(self, events: list[PendingEvent]) -> None:
-        self.events = events
-
-    @property
-    def first(self) -> PendingEvent:
-        return self.events[0]
-
-    def seal(self) -> list[PendingEvent]:
-        return self.events
-
-
 def traced_processor(
     tracing: Tracing, answers: list[AttemptResult]
 ) -> tuple[EventProcessor, TracedUpstream, MemorySink]:
@@ -126,7 +115,7 @@ async def test_an_event_trace_continues_its_traceparent_through_the_call_and_the
     answers: list[AttemptResult] = [TransientFailure("busy", http_status=503), Succeeded({})]
     processor, upstream, sink = traced_processor(tracing, answers)
     pending = processor.read(journal_record(7, "E1", (("traceparent", TRACEPARENT.encode()),)))
-    await processor.complete(FirstThenAll([pending]))
+    await processor.complete(WaitingEvents([pending]))
 
     finished = exporter.get_finished_spans()
     [event_span] = [s for s in finished if s.kind is SpanKind.CONSUMER]
@@ -160,7 +149,7 @@ async def test_a_coalesced_event_links_to_the_span_of_the_event_whose_call_serve
     tracing, exporter = spans
     processor, _, _ = traced_processor(tracing, [Succeeded({})])
     group = [processor.read(journal_record(n, f"E{n}")) for n in range(2)]
-    await processor.complete(FirstThenAll(group))
+    await processor.complete(WaitingEvents(group))
 
     events = {
         s.attributes["cloudevents.event_id"]: s
@@ -181,7 +170,7 @@ async def test_a_failed_event_ends_its_span_as_an_error() -> None:
     )
     processor, _, _ = traced_processor(tracing, [])
     invalid = InputRecord("input", 0, 1, None, b"not json", ())
-    await processor.complete(FirstThenAll([processor.read(invalid)]))
+    await processor.complete(WaitingEvents([processor.read(invalid)]))
     [event_span] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER]
     assert event_span.status.status_code is StatusCode.ERROR
     assert event_span.attributes is not None
@@ -193,6 +182,6 @@ async def test_with_tracing_off_nothing_is_traced_or_propagated() -> None:
     processor, upstream, sink = traced_processor(tracing, [Succeeded({})])
     pending = processor.read(journal_record(1, "E1", (("traceparent", TRACEPARENT.encode()),)))
     assert pending.trace is None
-    await processor.complete(FirstThenAll([pending]))
+    await processor.complete(WaitingEvents([pending]))
     assert upstream.sent_headers == [{}]
     assert len(sink.results) == 1
