@@ -4,6 +4,7 @@ every part; errors in the assembly surface here, before anything connects."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from service.kafka import (
 from service.observability import Metrics, Tracing
 from service.processing import EventProcessor, PendingEvent
 from service.regeneration import Regenerator
-from service.resilience import UpstreamGate
+from service.resilience import GroupShare, UpstreamGate
 from service.upstream import SoftwareOneClient, ZuoraClient, ZuoraTokens
 
 APP_TITLE = "regen-sync"
@@ -91,6 +92,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         tracing=tracing,
     )
 
+    # The budgets are the consumer group's; the partition assignment decides this replica's part.
+    share = GroupShare()
     zuora_http = _http_client(settings.zuora, tracing)
     softwareone_http = _http_client(settings.softwareone, tracing)
     zuora_tokens = ZuoraTokens(settings.zuora, zuora_http, metrics)
@@ -108,6 +111,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
                 settings.circuit,
                 metrics,
                 max_pause_seconds=settings.processing.max_retry_after_seconds,
+                share=share,
             )
             for upstream, upstream_settings in (
                 (Upstream.ZUORA, settings.zuora),
@@ -139,12 +143,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         ),
         tracker,
         metrics,
+        share,
         commit_interval_seconds=settings.processing.commit_interval_seconds,
         rebalance_grace_seconds=settings.processing.rebalance_grace_seconds,
     )
     subscriber = broker.subscriber(
         settings.topics.input,
         group_id=settings.kafka.group_id,
+        group_instance_id=settings.kafka.group_instance_id,
         auto_offset_reset=settings.kafka.auto_offset_reset,
         ack_policy=AckPolicy.MANUAL,
         listener=intake.rebalance_listener(),
@@ -179,12 +185,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
 
     async def stop_gracefully() -> None:
         _exit_if_still_stopping_after(settings.processing.shutdown_grace_seconds + CLOSE_SECONDS)
-        await intake.stop(settings.processing.shutdown_grace_seconds)
-        await sink.stop()
-        await zuora_http.aclose()
-        await softwareone_http.aclose()
-        # Blocking, bounded by the exporter's timeout: the last spans are worth the wait.
-        await asyncio.to_thread(tracing.shutdown)
+        # Every client is closed whatever fails before it; the exit stack closes in reverse.
+        async with contextlib.AsyncExitStack() as closing:
+            # Blocking, bounded by the exporter's timeout: the last spans are worth the wait.
+            closing.push_async_callback(asyncio.to_thread, tracing.shutdown)
+            closing.push_async_callback(softwareone_http.aclose)
+            closing.push_async_callback(zuora_http.aclose)
+            closing.push_async_callback(sink.stop)
+            await intake.stop(settings.processing.shutdown_grace_seconds)
 
     @get(include_in_schema=False)
     async def live(scope: Any) -> AsgiResponse:

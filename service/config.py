@@ -84,6 +84,15 @@ class KafkaSettings(BaseModel):
         description="Records handed over per poll; each is admitted on its own, so this only "
         "amortises the per-poll overhead.",
     )
+    group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=249,
+        description="Static group membership (KIP-345): a member that comes back under the "
+        "same id within the session timeout gets its partitions back without a rebalance. "
+        "Must be unique in the group and stable across restarts of one member (the chart "
+        "passes the pod name). Unset: dynamic membership.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -136,6 +145,17 @@ class TopicSettings(BaseModel):
         return self
 
 
+_GROUP_BUDGET = (
+    "Budget of the whole consumer group, not of one replica: each replica uses budget x "
+    "its assigned input partitions / all input partitions (at least 1 while it has any). "
+)
+_CONCURRENCY_BUDGET = (
+    _GROUP_BUDGET + "Calls in progress at once (per Zuora entity when events name one); each "
+    "replica's share is lowered further on 429 and when the upstream reports little headroom."
+)
+_RATE_BUDGET = _GROUP_BUDGET + "Requests a minute (per Zuora entity when events name one)."
+
+
 class UpstreamHttpSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     verify_tls: bool = Field(default=True, description="Never turn off outside a lab.")
@@ -143,23 +163,26 @@ class UpstreamHttpSettings(BaseModel):
         default=10,
         ge=1,
         le=1000,
-        description="Calls in progress at once, per replica (per Zuora entity when events "
-        "name one); lowered automatically on 429 and when the upstream reports little headroom.",
+        description=_CONCURRENCY_BUDGET,
     )
     requests_per_minute: int = Field(
         default=3000,
         ge=1,
-        description="Request budget per replica (per Zuora entity when events name one).",
+        description=_RATE_BUDGET,
     )
 
 
 class ZuoraSettings(UpstreamHttpSettings):
     base_url: AnyHttpUrl
     # Zuora allows 40 concurrent requests per tenant by default and advises headroom: the
-    # tenant is shared with other integrations and usually with other replicas.
-    max_concurrency: int = Field(default=20, ge=1, le=1000)
+    # tenant is shared with other integrations.
+    max_concurrency: int = Field(default=20, ge=1, le=1000, description=_CONCURRENCY_BUDGET)
     # Production tenants allow 50,000 requests/min; an API Sandbox only 2,500.
-    requests_per_minute: int = Field(default=30_000, ge=1)
+    requests_per_minute: int = Field(
+        default=30_000,
+        ge=1,
+        description=_RATE_BUDGET,
+    )
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
     billing_id_field: Literal["id", "documentId"] = Field(

@@ -13,6 +13,7 @@ tried ``max_handling_attempts`` times, then the event fails as ``internal_error`
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -104,6 +105,9 @@ class EventGroup(Protocol):
 
     def seal(self) -> Sequence[PendingEvent]: ...
 
+    def finished(self, event: PendingEvent) -> None:
+        """``event``'s result is published: its offset may be committed."""
+
 
 class RecordRefused(Exception):
     """The broker will never take this record (too large, say): retrying cannot help."""
@@ -178,7 +182,7 @@ class EventProcessor:
             served = group.seal()
 
         if isinstance(leader, Unreadable):
-            await self._give_up(served, leader.error)
+            await self._give_up(group, served, leader.error)
             return
         outcome: Outcome | None = None
         published = 0
@@ -196,14 +200,14 @@ class EventProcessor:
                             outcome = await self._outcome(leader, call_goes_out)
                     # Events already published are not published again on the next try.
                     while published < len(served):
-                        await self._publish(served[published], outcome, group.first)
+                        await self._publish(group, served[published], outcome)
                         published += 1
         except Exception as error:
             logger.exception(
                 "handling an event kept raising; failing it as internal_error",
                 extra=group.first.record.log_fields() | {"attempts": self._max_handling_attempts},
             )
-            await self._give_up(served[published:], type(error).__name__)
+            await self._give_up(group, served[published:], type(error).__name__)
 
     async def _outcome(
         self, subject: RegenerationTask | InvalidEvent, call_goes_out: Callable[[], None]
@@ -221,7 +225,8 @@ class EventProcessor:
                 attempts=1,
             )
 
-    async def _publish(self, pending: PendingEvent, outcome: Outcome, first: PendingEvent) -> None:
+    async def _publish(self, group: EventGroup, pending: PendingEvent, outcome: Outcome) -> None:
+        first = group.first
         record, subject, leader = pending.record, pending.subject, first.subject
         assert not isinstance(subject, Unreadable), "unreadable events are never grouped"
         assert not isinstance(leader, Unreadable), "unreadable events are never grouped"
@@ -239,7 +244,7 @@ class EventProcessor:
         coalesced = subject is not leader
         if coalesced:
             self._tracing.link(pending.trace, served_by=first.trace)
-        await self._deliver(pending, event, result)
+        await self._deliver(group, pending, event, result)
         self._metrics.results.labels(
             operation,
             "failed" if isinstance(result, Failed) else "succeeded",
@@ -262,7 +267,9 @@ class EventProcessor:
         else:
             logger.info("regeneration succeeded", extra=log_fields)
 
-    async def _give_up(self, unpublished: Sequence[PendingEvent], error: str) -> None:
+    async def _give_up(
+        self, group: EventGroup, unpublished: Sequence[PendingEvent], error: str
+    ) -> None:
         failure = Failed(FailureReason.INTERNAL_ERROR, f"internal error: {error}", retryable=True)
         for pending in unpublished:
             subject = pending.subject
@@ -280,20 +287,44 @@ class EventProcessor:
                 origin=pending.record.origin,
                 now=dt.datetime.now(dt.UTC),
             )
-            await self._deliver(pending, event, failure)
+            await self._deliver(group, pending, event, failure)
             self._metrics.results.labels(NO_OPERATION, "failed", failure.reason).inc()
 
     async def _deliver(
-        self, pending: PendingEvent, event: ResultEvent, result: Succeeded | Failed
+        self,
+        group: EventGroup,
+        pending: PendingEvent,
+        event: ResultEvent,
+        result: Succeeded | Failed,
     ) -> None:
         """Dead letter first (for failures), then the result: once the result is out, the
-        record counts as done, and so does its trace."""
+        record counts as finished (``group.finished``), and so does its trace.
+
+        Once begun, a delivery is seen through even when the event is cancelled (a partition
+        handed over, a shutdown): cut short, its records could still reach Kafka without the
+        event counting as finished, and the partition's next owner would publish them again.
+        A second cancellation stops the wait."""
+        delivery = asyncio.ensure_future(self._deliver_now(group, pending, event, result))
+        try:
+            await asyncio.shield(delivery)
+        except asyncio.CancelledError:
+            await asyncio.wait([delivery])
+            raise
+
+    async def _deliver_now(
+        self,
+        group: EventGroup,
+        pending: PendingEvent,
+        event: ResultEvent,
+        result: Succeeded | Failed,
+    ) -> None:
         record = pending.record
         with self._tracing.within(pending.trace):
             if isinstance(result, Failed):
                 await self._until_published(record, lambda: self._sink.dead_letter(record, result))
                 self._metrics.dead_letters.labels(result.reason).inc()
             await self._until_published(record, lambda: self._sink.publish_result(record, event))
+        group.finished(pending)
         self._tracing.end_event(
             pending.trace,
             event_id=event.data.sourceEventId,

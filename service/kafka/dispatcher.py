@@ -5,7 +5,8 @@
 finishes (backpressure). Lanes keep an upstream whose circuit is open, and whose events
 therefore wait, from using up the window of the other upstream.
 
-Events with the same ordering key queue behind each other and one worker per key runs them.
+Events with the same ordering key queue behind each other and one worker per key runs them,
+each group in a task of its own.
 The worker hands the next event to the handler as a ``Group``. When the handler seals it, at
 the moment its upstream call is about to go out, the events queued right behind it with the
 same merge key join it and are served by that one call (coalescing). Sealing at the call,
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 
+_DELIVERY_WAIT_SECONDS = 5.0
+"""How long a hand-over waits for results that were already being published when it
+cancelled their events; bounded, because the group's rebalance waits for the hand-over."""
+
 
 @dataclass(eq=False, slots=True)
 class _Entry(Generic[Item]):
@@ -43,11 +48,17 @@ class Group(Generic[Item]):
     """The events one handling serves: the first waiting event of its key, joined by the
     identical events queued behind it when ``seal`` is called. Unsealed, it is just the first."""
 
-    __slots__ = ("_entries", "_queue")
+    __slots__ = ("_entries", "_queue", "_tracker")
 
-    def __init__(self, first: _Entry[Item], queue: collections.deque[_Entry[Item]] | None) -> None:
+    def __init__(
+        self,
+        first: _Entry[Item],
+        queue: collections.deque[_Entry[Item]] | None,
+        tracker: OffsetTracker,
+    ) -> None:
         self._entries = [first]
         self._queue = queue if first.merge_key is not None else None
+        self._tracker = tracker
 
     @property
     def first(self) -> Item:
@@ -62,9 +73,19 @@ class Group(Generic[Item]):
             self._queue = None
         return [entry.item for entry in self._entries]
 
+    def finished(self, item: Item) -> None:
+        """``item``'s result is out: its offset is committable even if the handling of the
+        rest of the group is cut short (a hand-over cancels it)."""
+        for entry in self._entries:
+            if entry.item is item:
+                self._tracker.finished(entry.ticket)
+
     @property
     def entries(self) -> list[_Entry[Item]]:
         return self._entries
+
+    def touches(self, partitions: set[Partition]) -> bool:
+        return any(entry.ticket.partition in partitions for entry in self._entries)
 
 
 class Dispatcher(Generic[Item]):
@@ -85,30 +106,46 @@ class Dispatcher(Generic[Item]):
         self._windows: dict[str, asyncio.Semaphore] = {}
         self._queues: dict[str, collections.deque[_Entry[Item]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], Group[Item]] = {}
         self._unfinished: collections.Counter[Partition] = collections.Counter()
         self._progress = asyncio.Event()
 
     async def submit(
-        self, partition: Partition, offset: int, item: Item, *, key: str | None, lane: str
-    ) -> None:
+        self,
+        partition: Partition,
+        offset: int,
+        item: Item,
+        *,
+        key: str | None,
+        lane: str,
+        still_wanted: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Start the item once its lane has room, unless ``still_wanted`` says by then that it
+        is not (its partition was revoked while it waited); True if it was started."""
         window = self._windows.setdefault(lane, asyncio.Semaphore(self._max_in_flight))
         await window.acquire()
+        if not still_wanted():
+            window.release()
+            return False
         entry = _Entry(self._tracker.started(partition, offset), item, lane, self._merge_key(item))
         self._unfinished[partition] += 1
         self._metrics.in_flight.inc()
         if key is None:
-            self._spawn(self._run(Group(entry, None)))
+            self._start(Group(entry, None, self._tracker))
         elif (queue := self._queues.get(key)) is not None:
             queue.append(entry)
         else:
             self._queues[key] = collections.deque([entry])
             self._spawn(self._work_through(key))
+        return True
 
     async def _work_through(self, key: str) -> None:
         queue = self._queues[key]
         try:
             while queue:
-                await self._run(Group(queue.popleft(), queue))
+                # A task per group, so that a hand-over can cancel one object's running event
+                # and this worker goes on with the object's next one.
+                await asyncio.wait([self._start(Group(queue.popleft(), queue, self._tracker))])
         finally:
             # Reached with a non-empty queue only when cancelled at shutdown.
             del self._queues[key]
@@ -145,10 +182,17 @@ class Dispatcher(Generic[Item]):
         self._unfinished[entry.ticket.partition] -= 1
         self._progress.set()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _start(self, group: Group[Item]) -> asyncio.Task[None]:
+        task = self._spawn(self._run(group))
+        self._running[task] = group
+        task.add_done_callback(self._running.pop)
+        return task
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def unfinished(self, partitions: set[Partition] | None = None) -> int:
         if partitions is None:
@@ -159,10 +203,11 @@ class Dispatcher(Generic[Item]):
         """Wait up to the grace period for the events of ``partitions`` (default: all) to
         finish; True if they all did.
 
-        When time runs out on a shutdown, everything left is cancelled: unfinished events
-        are not committed and will be read again. On a rebalance (``partitions`` given)
-        the revoked partitions' events that have not started are dropped for their next
-        owner, and those already running finish (their results may then appear twice).
+        What is left when time runs out is cancelled and will be read again: on a shutdown,
+        everything; on a hand-over (``partitions`` given), the revoked partitions' events,
+        queued or running, so that no result of theirs appears after their final commit.
+        A result already on its way out is seen through first (see ``EventProcessor``), and
+        its offset counts as finished.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_seconds
@@ -178,6 +223,7 @@ class Dispatcher(Generic[Item]):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         else:
             self._drop_waiting(partitions)
+            await self._cancel_running(partitions)
         return False
 
     def _drop_waiting(self, partitions: set[Partition]) -> None:
@@ -188,3 +234,22 @@ class Dispatcher(Generic[Item]):
                     self._ended(entry)
             queue.clear()
             queue.extend(kept)
+
+    async def _cancel_running(self, partitions: set[Partition]) -> None:
+        cancelled = {
+            task: group for task, group in self._running.items() if group.touches(partitions)
+        }
+        for task in cancelled:
+            task.cancel()
+        if not cancelled:
+            return
+        _, stuck = await asyncio.wait(cancelled, timeout=_DELIVERY_WAIT_SECONDS)
+        if stuck:
+            # Their results could not be published in time (the broker is away): stop waiting.
+            # Should one still go out later, the partition's next owner publishes it again.
+            for task in stuck:
+                task.cancel()
+            logger.warning(
+                "handed over with results still being published",
+                extra={"events": sum(len(cancelled[task].entries) for task in stuck)},
+            )

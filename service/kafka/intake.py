@@ -1,8 +1,11 @@
-"""Reading the input topic: hand each record to the dispatcher, commit what is finished.
+"""Reading the input topic: hand each record to the dispatcher, commit what is finished, and
+hand partitions over cleanly when the consumer group rebalances.
 
 Offsets are committed by this module only (the subscriber's ack policy is manual), at a
 fixed interval, on partition revocation and at shutdown; always the position below which
-every record has its result published.
+every record has its result published. Nothing that fails elsewhere (the lag report, a
+metric, a revoked partition) may stop the committing: a process that stops committing
+replays everything it finished after its next crash.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.kafka.message import KafkaMessage
 from faststream.kafka.subscriber.usecase import LogicSubscriber
@@ -21,12 +25,17 @@ from service.kafka.dispatcher import Dispatcher
 from service.kafka.offsets import OffsetTracker, Partition
 from service.observability import Metrics
 from service.processing import EventProcessor, InputRecord, PendingEvent
+from service.resilience import GroupShare
 
 logger = logging.getLogger(__name__)
 
 COMMIT_TIMEOUT_SECONDS = 5.0
 """aiokafka's commit waits for the group coordinator however long the broker is away; a commit
 that takes longer counts as failed, and its positions go with the next one."""
+_UNKNOWN_PARTITION_COUNT = 1_000_000
+"""Stands in for a partition count the metadata lacks: it makes the share the minimum, 1."""
+LAG_LOOKUP_TIMEOUT_SECONDS = 5.0
+"""Bound on the offset look-ups of one lag report; a report that times out is skipped."""
 
 
 class Intake:
@@ -36,6 +45,7 @@ class Intake:
         dispatcher: Dispatcher[PendingEvent],
         tracker: OffsetTracker,
         metrics: Metrics,
+        share: GroupShare,
         *,
         commit_interval_seconds: float,
         rebalance_grace_seconds: float,
@@ -44,21 +54,44 @@ class Intake:
         self._dispatcher = dispatcher
         self._tracker = tracker
         self._metrics = metrics
+        self._share = share
         self._commit_interval = commit_interval_seconds
         self._rebalance_grace = rebalance_grace_seconds
         self._subscriber: LogicSubscriber[Any] | None = None
         self._commit_loop: asyncio.Task[None] | None = None
         self._commit_lock = asyncio.Lock()
+        self._owned: frozenset[Partition] = frozenset()
+        self._assignment = 0
+        """Counts revocations: records read under an earlier assignment are not admitted."""
+        self._group_committed: dict[Partition, int] = {}
+        """Committed offsets read from the group for owned partitions this process has not
+        committed itself yet (lag of idle partitions)."""
 
     def attach(self, subscriber: LogicSubscriber[Any]) -> None:
         self._subscriber = subscriber
 
+    @property
+    def _consumer(self) -> AIOKafkaConsumer | None:
+        return self._subscriber.consumer if self._subscriber else None
+
     async def on_records(self, message: KafkaMessage) -> None:
         """The subscriber's handler, for one poll's records. Returns once every record is
-        admitted, not finished; admission waits while the record's lane is full."""
+        admitted, not finished; admission waits while the record's lane is full.
+
+        A record is admitted only while its partition is still ours under the assignment it
+        was read in: after a revocation, the rest of the poll belongs to the next owner (this
+        process too, if the partition comes back: it then reads from the committed offset)."""
         polled = message.raw_message
         assert isinstance(polled, tuple), "the input subscriber is a batch subscriber"
+        assignment = self._assignment
         for raw in polled:
+            partition = Partition(raw.topic, raw.partition)
+
+            def still_ours(partition: Partition = partition) -> bool:
+                return self._assignment == assignment and partition in self._owned
+
+            if not still_ours():
+                return
             record = InputRecord(
                 topic=raw.topic,
                 partition=raw.partition,
@@ -69,11 +102,12 @@ class Intake:
             )
             pending = self._processor.read(record)
             await self._dispatcher.submit(
-                Partition(record.topic, record.partition),
+                partition,
                 record.offset,
                 pending,
                 key=pending.ordering_key,
                 lane=pending.lane,
+                still_wanted=still_ours,
             )
 
     def start_committing(self) -> None:
@@ -82,33 +116,52 @@ class Intake:
     async def _commit_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._commit_interval)
-            await self.commit()
-            await self._report_lag()
+            await _survive("periodic offset commit", self.commit)
+            await _survive("consumer lag report", self._report_lag)
 
     async def _report_lag(self) -> None:
-        """regen_consumer_lag per assigned partition: high watermark minus committed offset.
+        """regen_consumer_lag for every owned partition, idle ones included: end offset minus
+        committed offset.
 
-        Exported by the service itself so dashboards and autoscalers need no lag exporter;
-        the high watermark is the one the last fetch reported."""
-        consumer = self._subscriber.consumer if self._subscriber else None
-        if consumer is None:
+        Exported by the service itself so dashboards and autoscalers need no lag exporter. The
+        end offset is the high watermark the last fetch reported, or asked of the broker for a
+        partition not fetched from yet. Partitions revoked meanwhile are left alone."""
+        consumer = self._consumer
+        if consumer is None or not self._owned:
             return
-        for tp in consumer.assignment():
-            high_watermark = consumer.highwater(tp)
-            if high_watermark is None:
-                continue
-            committed = self._tracker.committed_position(Partition(tp.topic, tp.partition))
+        assignment, owned = self._assignment, self._owned
+        ends: dict[Partition, int] = {}
+        for partition in owned:
+            high_watermark = _high_watermark(consumer, partition)
+            if high_watermark is not None:
+                ends[partition] = high_watermark
+        unknown = owned - ends.keys()
+        unread = {p for p in owned if self._tracker.committed_position(p) is None}
+        unread -= self._group_committed.keys()
+        try:
+            async with asyncio.timeout(LAG_LOOKUP_TIMEOUT_SECONDS):
+                if unknown:
+                    offsets = await consumer.end_offsets([TopicPartition(*p) for p in unknown])
+                    ends |= {Partition(tp.topic, tp.partition): end for tp, end in offsets.items()}
+                for partition in unread:
+                    committed = await consumer.committed(TopicPartition(*partition))
+                    self._group_committed[partition] = committed or 0
+        except (KafkaError, TimeoutError) as error:
+            # The broker is away; the fetches and commits already say so. Next interval.
+            logger.debug("consumer lag look-up failed", extra={"error": repr(error)})
+            return
+        if self._assignment != assignment:
+            return  # revoked while looking up: these partitions are reported by their owners
+        for partition, end in ends.items():
+            committed = self._tracker.committed_position(partition)
             if committed is None:
-                try:
-                    committed = await consumer.committed(tp) or 0
-                except KafkaError:
-                    continue
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                max(0, high_watermark - committed)
+                committed = self._group_committed.get(partition, 0)
+            self._metrics.consumer_lag.labels(partition.topic, str(partition.partition)).set(
+                max(0, end - committed)
             )
 
     async def commit(self, only: set[Partition] | None = None) -> None:
-        consumer = self._subscriber.consumer if self._subscriber else None
+        consumer = self._consumer
         if consumer is None:
             return
         async with self._commit_lock:
@@ -131,8 +184,10 @@ class Intake:
             self._metrics.commits.labels("success").inc()
 
     async def stop(self, grace_seconds: float) -> None:
-        """Stop reading, give in-flight events the grace period, commit what finished."""
-        consumer = self._subscriber.consumer if self._subscriber else None
+        """Stop reading, give in-flight events the grace period, commit what finished.
+
+        Never raises: the caller must go on to close the clients whatever happened here."""
+        consumer = self._consumer
         if consumer is not None:
             consumer.pause(*consumer.assignment())
         finished = await self._dispatcher.drain(grace_seconds)
@@ -141,25 +196,47 @@ class Intake:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._commit_loop
         # When it fails, what it would have committed is read again by the next owner.
-        await self.commit()
+        await _survive("final offset commit", self.commit)
         logger.info(
             "stopped consuming",
             extra={"all_in_flight_finished": finished, "grace_seconds": grace_seconds},
         )
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
-        return _CommitOnRevoke(self)
+        return _HandOverOnRevoke(self)
+
+    def assigned(self, partitions: set[Partition]) -> None:
+        self._owned = frozenset(partitions)
+        self._metrics.partitions_assigned.set(len(partitions))
+        self._reshare()
+        logger.info(
+            "partitions assigned",
+            extra={
+                "partitions": sorted(f"{p.topic}/{p.partition}" for p in partitions),
+                "share_of_partitions": f"{self._share.assigned}/{self._share.total}",
+            },
+        )
 
     async def hand_over(self, partitions: set[Partition]) -> None:
         """Partitions are being revoked: let their events finish (up to the grace period),
-        commit what finished, and drop the rest for the next owner to read again."""
-        finished = await self._dispatcher.drain(self._rebalance_grace, partitions)
-        await self.commit(only=partitions)
-        self._tracker.forget(partitions)
-        for partition in partitions:
-            # Another consumer reports these now; a stale series would double the lag.
-            with contextlib.suppress(KeyError):
-                self._metrics.consumer_lag.remove(partition.topic, str(partition.partition))
+        commit what finished, and cancel the rest for the next owner to read again; no result
+        of these partitions is published after this returns."""
+        if not partitions:
+            return
+        self._assignment += 1
+        self._owned -= partitions
+        try:
+            finished = await self._dispatcher.drain(self._rebalance_grace, partitions)
+            await _survive("offset commit on revocation", lambda: self.commit(only=partitions))
+        finally:
+            self._tracker.forget(partitions)
+            for partition in partitions:
+                self._group_committed.pop(partition, None)
+                # Another consumer reports these now; a stale series would double the lag.
+                with contextlib.suppress(KeyError):
+                    self._metrics.consumer_lag.remove(partition.topic, str(partition.partition))
+            self._metrics.partitions_assigned.set(len(self._owned))
+            self._reshare()
         logger.info(
             "partitions handed over",
             extra={
@@ -168,8 +245,44 @@ class Intake:
             },
         )
 
+    def _reshare(self) -> None:
+        """This replica's share of the upstream budgets: its share of the input partitions."""
+        total = self._share.total
+        consumer = self._consumer
+        for topic in {partition.topic for partition in self._owned}:
+            known = consumer.partitions_for_topic(topic) if consumer is not None else None
+            if known:
+                total = len(known)
+            else:
+                # The group's leader assigned from this topic's metadata, so this cannot
+                # happen short of a bug; the smallest share is the one that stays in budget.
+                total = _UNKNOWN_PARTITION_COUNT
+                logger.warning(
+                    "input partitions unknown; using the smallest budget share",
+                    extra={"topic": topic},
+                )
+        self._share.update(len(self._owned), max(total, len(self._owned)))
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+
+def _high_watermark(consumer: AIOKafkaConsumer, partition: Partition) -> int | None:
+    tp = TopicPartition(*partition)
+    # aiokafka asserts that the partition is assigned; the group may have moved it already.
+    if tp not in consumer.assignment():
+        return None
+    high_watermark: int | None = consumer.highwater(tp)
+    return high_watermark
+
+
+async def _survive(what: str, step: Callable[[], Awaitable[None]]) -> None:
+    """Run a step of the offset bookkeeping; an error is logged, never passed on, so that it
+    cannot end the commit loop or keep a shutdown from closing the clients."""
+    try:
+        await step()
+    except Exception:
+        logger.exception(f"{what} failed; carrying on")
+
+
+class _HandOverOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, intake: Intake) -> None:
         self._intake = intake
 
@@ -178,7 +291,4 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._intake.hand_over({Partition(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        logger.info(
-            "partitions assigned",
-            extra={"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)},
-        )
+        self._intake.assigned({Partition(tp.topic, tp.partition) for tp in assigned})

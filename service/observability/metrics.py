@@ -14,6 +14,8 @@ from prometheus_client import (
 from service.domain import EVENT_TYPES, FailureReason, Operation, Upstream
 
 UNKNOWN_TYPE = "unknown"
+BUDGETS = ("max_concurrency", "requests_per_minute")
+"""The group-wide upstream budgets each replica gets a share of (``regen_budget_share``)."""
 NO_OPERATION = "none"
 # Upstream calls take from tens of milliseconds to tens of seconds.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -112,6 +114,18 @@ class Metrics:
             ["upstream"],
             registry=self.registry,
         )
+        self.budget_share = Gauge(
+            "regen_budget_share",
+            "This replica's share of the consumer group's upstream budget (max_concurrency, "
+            "requests_per_minute), from its share of the input partitions.",
+            ["upstream", "budget"],
+            registry=self.registry,
+        )
+        self.partitions_assigned = Gauge(
+            "regen_partitions_assigned",
+            "Input partitions assigned to this replica.",
+            registry=self.registry,
+        )
         self.coalesced = Counter(
             "regen_coalesced_events",
             "Events served by an upstream call made for an identical event of the same object.",
@@ -146,6 +160,8 @@ class Metrics:
             self.events_held.labels(upstream)
             self.throttled.labels(upstream)
             self.concurrency_limit.labels(upstream)
+            for budget in BUDGETS:
+                self.budget_share.labels(upstream, budget)
         for operation in Operation:
             self.coalesced.labels(operation)
         for outcome in ("success", "failure"):

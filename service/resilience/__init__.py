@@ -3,12 +3,14 @@
 from service.resilience.circuit import CircuitBreaker, CircuitState
 from service.resilience.gate import GateResult, UpstreamGate
 from service.resilience.limits import AdaptiveConcurrency, ScopeLimits
+from service.resilience.share import GroupShare
 
 __all__ = [
     "AdaptiveConcurrency",
     "CircuitBreaker",
     "CircuitState",
     "GateResult",
+    "GroupShare",
     "ScopeLimits",
     "UpstreamGate",
 ]

@@ -1,5 +1,6 @@
 """Every call to one upstream passes its gate: the circuit breaker, then the limits of the
-call's scope (the Zuora entity, or the whole tenant)."""
+call's scope (the Zuora entity, or the whole tenant), at this replica's share of the group's
+budget."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from service.domain import AttemptResult, RegenerationTask, TransientFailure, Up
 from service.observability import Metrics
 from service.resilience.circuit import CircuitBreaker, CircuitState
 from service.resilience.limits import ScopeLimits
+from service.resilience.share import GroupShare
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +32,13 @@ class UpstreamGate:
         metrics: Metrics,
         *,
         max_pause_seconds: float,
+        share: GroupShare,
     ) -> None:
         self._upstream = upstream
         self._limits = limits
         self._metrics = metrics
         self._max_pause_seconds = max_pause_seconds
+        self._share = share
         self._scopes: dict[str, ScopeLimits] = {}
         self.breaker = CircuitBreaker(
             upstream,
@@ -43,7 +47,8 @@ class UpstreamGate:
             max_open_seconds=circuit.max_open_seconds,
             on_change=self._circuit_changed,
         )
-        metrics.concurrency_limit.labels(upstream).set(limits.max_concurrency)
+        share.subscribe(self._reshared)
+        self._reshared(share)
 
     async def call(
         self, task: RegenerationTask, attempt: Callable[[], Awaitable[AttemptResult]]
@@ -105,16 +110,27 @@ class UpstreamGate:
             scope = self._scopes[name] = ScopeLimits(
                 max_concurrency=self._limits.max_concurrency,
                 requests_per_minute=self._limits.requests_per_minute,
+                share=self._share,
                 on_concurrency_change=lambda limit: self._concurrency_changed(),
             )
         return scope
+
+    def _reshared(self, share: GroupShare) -> None:
+        for budget, value in (
+            ("max_concurrency", self._limits.max_concurrency),
+            ("requests_per_minute", self._limits.requests_per_minute),
+        ):
+            self._metrics.budget_share.labels(self._upstream, budget).set(share.of(value))
+        for scope in self._scopes.values():
+            scope.reshare()
+        self._concurrency_changed()
 
     def _concurrency_changed(self) -> None:
         # One series per upstream (entities are not a bounded label): the tightest scope.
         self._metrics.concurrency_limit.labels(self._upstream).set(
             min(
                 (scope.concurrency.limit for scope in self._scopes.values()),
-                default=self._limits.max_concurrency,
+                default=self._share.of(self._limits.max_concurrency),
             )
         )
 

@@ -337,7 +337,13 @@ async def test_sigterm_while_the_broker_is_down_exits_and_a_restart_finishes_eve
     durable_broker: TansuBroker, fault_stack: Stack, figures: dict[str, object]
 ) -> None:
     stack, watcher = fault_stack, fault_stack.watcher
-    first = stack.new_service(REGEN_PROCESSING__SHUTDOWN_GRACE_SECONDS=str(SHUTDOWN_GRACE_SECONDS))
+    first = stack.new_service(
+        REGEN_PROCESSING__SHUTDOWN_GRACE_SECONDS=str(SHUTDOWN_GRACE_SECONDS),
+        # Few calls at a time, so that calls are still going out well after the kill however
+        # slowly the watcher sees the first results (all 120 at full budget take about 2 s).
+        REGEN_ZUORA__MAX_CONCURRENCY="4",
+        REGEN_SOFTWAREONE__MAX_CONCURRENCY="2",
+    )
     await asyncio.to_thread(first.start)
     events = mixed_events(120)
     await stack.sender.send_many(events)

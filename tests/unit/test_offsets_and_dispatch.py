@@ -3,12 +3,15 @@
 import asyncio
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from service.kafka import Dispatcher, Group, Intake, OffsetTracker, Partition
 from service.kafka import intake as intake_module
 from service.observability import Metrics
+from service.resilience import GroupShare
 
 P0 = Partition("input", 0)
 P1 = Partition("input", 1)
@@ -190,53 +193,251 @@ async def test_work_cut_off_by_shutdown_is_not_committable() -> None:
     assert events.unfinished() == 0
 
 
-async def test_handing_over_partitions_waits_for_theirs_and_drops_what_has_not_started() -> None:
+async def test_handing_over_waits_for_its_partitions_then_cancels_what_is_left_of_them() -> None:
     tracker, recorder = OffsetTracker(), Recorder()
     events = dispatcher(recorder, tracker)
     stuck, elsewhere = asyncio.Event(), asyncio.Event()
     await events.submit(P0, 0, Job("P0-done"), key="A", lane="zuora")
     await events.submit(P0, 1, Job("P0-stuck", stuck), key="B", lane="zuora")
     await events.submit(P0, 2, Job("P0-queued"), key="B", lane="zuora")
-    await events.submit(P1, 0, Job("P1-running", elsewhere), key="C", lane="zuora")
+    await events.submit(P1, 0, Job("P1-queued-behind-P0"), key="B", lane="zuora")
+    await events.submit(P1, 1, Job("P1-running", elsewhere), key="C", lane="zuora")
     assert not await events.drain(grace_seconds=0.1, partitions={P0})
-    assert events.unfinished({P0}) == 1, "the running one goes on; the queued one is dropped"
-    assert events.unfinished({P1}) == 1, "other partitions are untouched"
-    stuck.set()
+    assert events.unfinished({P0}) == 0, "the running one is cancelled, the queued one dropped"
+    assert "end P0-stuck" not in recorder.log, "no result of a handed-over partition"
     elsewhere.set()
     assert await events.drain(grace_seconds=5)
     assert ["P0-queued"] not in recorder.groups
-    assert tracker.commit_positions() == {P0: 2, P1: 1}
+    # The object's worker went on with the next event of a partition still owned.
+    assert ["P1-queued-behind-P0"] in recorder.groups
+    assert tracker.commit_positions() == {P0: 1, P1: 2}
 
 
-class HangingConsumer:
-    """A consumer whose commit waits for a group coordinator that never answers."""
+class PublishingRecorder(Recorder):
+    """Publishes each job's result as it goes: the first at once, the next after its gate."""
 
-    def __init__(self) -> None:
-        self.commits_started = 0
+    async def handle(self, group: Group[Job]) -> None:
+        jobs = group.seal()
+        for job in jobs:
+            if job.gate is not None:
+                await job.gate.wait()
+            self.log.append(f"published {job.name}")
+            group.finished(job)
 
-    async def commit(self, offsets: object) -> None:
-        self.commits_started += 1
-        await asyncio.Event().wait()
+
+async def test_a_result_already_published_counts_when_the_rest_of_its_group_is_cancelled() -> None:
+    tracker = OffsetTracker()
+    recorder = PublishingRecorder()
+    events = dispatcher(recorder, tracker)
+    hold = asyncio.Event()
+    blocker = asyncio.Event()
+    # Three identical events of one object, waiting behind a first one: served as one group.
+    await events.submit(P0, 0, Job("first", blocker), key="A", lane="zuora")
+    await events.submit(P0, 1, Job("a", merge="x"), key="A", lane="zuora")
+    await events.submit(P0, 2, Job("b", hold, merge="x"), key="A", lane="zuora")
+    blocker.set()
+    await asyncio.sleep(0.05)
+    assert not await events.drain(grace_seconds=0.1, partitions={P0})
+    assert recorder.log == ["published first", "published a"]
+    assert tracker.commit_positions() == {P0: 2}, "'a' is out, so its offset is committed"
+
+
+async def test_an_event_waiting_for_room_is_not_started_once_its_partition_is_gone() -> None:
+    tracker = OffsetTracker()
+    events = dispatcher(Recorder(), tracker, max_in_flight=1)
+    hold = asyncio.Event()
+    await events.submit(P0, 0, Job("running", hold), key="A", lane="zuora")
+    owned = True
+    waiting = asyncio.create_task(
+        events.submit(P0, 1, Job("late"), key="B", lane="zuora", still_wanted=lambda: owned)
+    )
+    await asyncio.sleep(0.01)
+    owned = False
+    hold.set()
+    assert await asyncio.wait_for(waiting, 1) is False
+    assert await events.drain(grace_seconds=5)
+    assert tracker.commit_positions() == {P0: 1}
+
+
+class FakeConsumer:
+    """The parts of aiokafka's consumer that Intake uses, with the state a test sets."""
+
+    def __init__(self, partitions: int = 6) -> None:
+        self.assigned: set[TopicPartition] = set()
+        self.high_watermarks: dict[TopicPartition, int] = {}
+        self.end: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.commit_answered = asyncio.Event()
+        self.partitions = partitions
+        self.hang_commits = False
+        self.highwater_raises = False
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        return frozenset(self.assigned)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        if self.highwater_raises:
+            # What aiokafka raised when the assignment changed under the lag report.
+            raise AssertionError("Partition is not assigned")
+        return self.high_watermarks.get(tp)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.end.get(tp, 0) for tp in tps}
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return None
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.hang_commits:
+            await asyncio.Event().wait()
+        self.commits.append(offsets)
+        self.commit_answered.set()
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    def pause(self, *tps: TopicPartition) -> None:
+        pass
+
+
+class ReadingProcessor:
+    """Stands in for EventProcessor.read: every record is an event of its own object."""
+
+    def read(self, record: Any) -> SimpleNamespace:
+        name = f"{record.partition}/{record.offset}"
+        return SimpleNamespace(name=name, gate=None, ordering_key=name, lane="zuora")
+
+
+def poll(partition: Partition, *offsets: int) -> SimpleNamespace:
+    """One poll's records, as the batch subscriber hands them over."""
+    return SimpleNamespace(
+        raw_message=tuple(
+            SimpleNamespace(
+                topic=partition.topic,
+                partition=partition.partition,
+                offset=offset,
+                key=None,
+                value=b"{}",
+                headers=(),
+            )
+            for offset in offsets
+        )
+    )
+
+
+@dataclass
+class Intaken:
+    intake: Intake
+    consumer: FakeConsumer
+    tracker: OffsetTracker
+    metrics: Metrics
+    recorder: Recorder
+    share: GroupShare
+
+
+def intake_over(
+    *owned: Partition, max_in_flight: int = 10, commit_interval: float = 0.01
+) -> Intaken:
+    tracker, metrics, recorder, consumer = OffsetTracker(), Metrics(), Recorder(), FakeConsumer()
+    share = GroupShare()
+    intake = Intake(
+        ReadingProcessor(),  # type: ignore[arg-type]
+        Dispatcher(tracker, metrics, max_in_flight=max_in_flight, handle=recorder.handle),
+        tracker,
+        metrics,
+        share,
+        commit_interval_seconds=commit_interval,
+        rebalance_grace_seconds=0.1,
+    )
+    intake.attach(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
+    consumer.assigned = {TopicPartition(*partition) for partition in owned}
+    intake.assigned(set(owned))
+    return Intaken(intake, consumer, tracker, metrics, recorder, share)
 
 
 async def test_a_commit_the_broker_never_answers_is_counted_as_failed_and_kept_pending(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(intake_module, "COMMIT_TIMEOUT_SECONDS", 0.05)
-    tracker, metrics, consumer = OffsetTracker(), Metrics(), HangingConsumer()
-    intake = Intake(
-        None,  # type: ignore[arg-type]  # committing needs neither processor nor dispatcher
-        None,  # type: ignore[arg-type]
-        tracker,
-        metrics,
-        commit_interval_seconds=1,
-        rebalance_grace_seconds=1,
-    )
-    intake.attach(SimpleNamespace(consumer=consumer))  # type: ignore[arg-type]
-    tracker.finished(tracker.started(P0, 4))
-    await asyncio.wait_for(intake.commit(), 5)
-    assert consumer.commits_started == 1
+    it = intake_over(P0)
+    it.consumer.hang_commits = True
+    it.tracker.finished(it.tracker.started(P0, 4))
+    await asyncio.wait_for(it.intake.commit(), 5)
+    assert it.consumer.commits == []
     assert (
-        metrics.registry.get_sample_value("regen_offset_commits_total", {"outcome": "failure"}) == 1
+        it.metrics.registry.get_sample_value("regen_offset_commits_total", {"outcome": "failure"})
+        == 1
     )
-    assert tracker.commit_positions() == {P0: 5}, "the position goes with the next commit"
+    assert it.tracker.commit_positions() == {P0: 5}, "the position goes with the next commit"
+
+
+async def test_commits_go_on_when_the_lag_report_fails_and_stop_commits_what_finished() -> None:
+    it = intake_over(P0)
+    it.consumer.highwater_raises = True
+    it.intake.start_committing()
+    for offset in range(3):
+        it.consumer.commit_answered.clear()
+        await it.intake.on_records(poll(P0, offset))  # type: ignore[arg-type]
+        # Each record is committed by the periodic loop, after failed lag reports before it.
+        await asyncio.wait_for(it.consumer.commit_answered.wait(), 5)
+    assert it.consumer.commits[-1] == {TopicPartition("input", 0): 3}
+    await it.intake.on_records(poll(P0, 3))  # type: ignore[arg-type]
+    await asyncio.wait_for(it.intake.stop(grace_seconds=5), 5)
+    assert it.consumer.commits[-1] == {TopicPartition("input", 0): 4}
+
+
+async def test_consumer_lag_is_exported_for_every_owned_partition_idle_ones_included() -> None:
+    it = intake_over(P0, P1)
+    it.consumer.high_watermarks[TopicPartition(*P0)] = 10
+    it.consumer.end[TopicPartition(*P1)] = 0  # never fetched from: the broker is asked
+    it.intake.start_committing()
+
+    def lag(partition: Partition) -> float | None:
+        return it.metrics.registry.get_sample_value(
+            "regen_consumer_lag", {"topic": "input", "partition": str(partition.partition)}
+        )
+
+    for _ in range(100):
+        if lag(P0) is not None and lag(P1) is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert (lag(P0), lag(P1)) == (10, 0)
+    await it.intake.hand_over({P0, P1})
+    assert (lag(P0), lag(P1)) == (None, None), "a revoked partition is its next owner's to report"
+    await it.intake.stop(grace_seconds=1)
+
+
+async def test_the_rest_of_a_poll_is_not_admitted_once_its_partition_is_revoked() -> None:
+    it = intake_over(P0, max_in_flight=1)
+    first_running = asyncio.Event()
+    held = asyncio.Event()
+
+    async def hold_the_first(group: Group[Any]) -> None:
+        first_running.set()
+        await held.wait()
+
+    it.intake._dispatcher._handle = hold_the_first  # type: ignore[attr-defined]
+    reading = asyncio.create_task(it.intake.on_records(poll(P0, 0, 1, 2)))  # type: ignore[arg-type]
+    await first_running.wait()
+    # The poll waits for room behind offset 0 when the group takes P0 away.
+    await it.intake.hand_over({P0})
+    await asyncio.wait_for(reading, 1)
+    assert it.intake._dispatcher.unfinished() == 0  # type: ignore[attr-defined]
+    assert all(commit == {TopicPartition(*P0): 0} for commit in it.consumer.commits), (
+        "nothing of P0 finished"
+    )
+    # P0 comes back: reading restarts from the committed offset, and is admitted again.
+    it.intake.assigned({P0})
+    held.set()
+    await it.intake.on_records(poll(P0, 0))  # type: ignore[arg-type]
+    assert it.tracker.commit_positions() in ({P0: 0}, {P0: 1})
+
+
+async def test_each_assignment_sets_the_replicas_share_of_the_upstream_budget() -> None:
+    it = intake_over(P0, P1)
+    assert (it.share.assigned, it.share.total) == (2, 6)
+    assert it.metrics.registry.get_sample_value("regen_partitions_assigned") == 2
+    await it.intake.hand_over({P0, P1})
+    assert it.share.assigned == 0
+    it.intake.assigned({P0, P1, Partition("input", 2)})
+    assert (it.share.assigned, it.share.total) == (3, 6)

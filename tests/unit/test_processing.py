@@ -2,9 +2,10 @@
 records. In memory: the sink and the regenerator are fakes; the integration suite runs the
 same paths against the real broker."""
 
+import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -53,6 +54,7 @@ class WaitingEvents:
     """A group whose identical events are all waiting when the call goes out."""
 
     events: list[PendingEvent]
+    finished_events: list[PendingEvent] = field(default_factory=list)
 
     @property
     def first(self) -> PendingEvent:
@@ -60,6 +62,9 @@ class WaitingEvents:
 
     def seal(self) -> list[PendingEvent]:
         return self.events
+
+    def finished(self, event: PendingEvent) -> None:
+        self.finished_events.append(event)
 
 
 class MemorySink:
@@ -70,8 +75,14 @@ class MemorySink:
         self.dead_letters: list[tuple[int, Failed]] = []
         self.refuse_succeeded = False
         self.fail_once: set[str] = set()
+        self.hold: asyncio.Event | None = None
+        """When set, a publication waits for it (it has begun: `publishing` is set)."""
+        self.publishing = asyncio.Event()
 
     async def publish_result(self, record: InputRecord, event: ResultEvent) -> None:
+        self.publishing.set()
+        if self.hold is not None:
+            await self.hold.wait()
         if event.type == "regeneration.succeeded" and self.refuse_succeeded:
             raise RecordRefused("too large")
         if event.data.sourceEventId in self.fail_once:
@@ -99,11 +110,32 @@ async def test_a_coalesced_group_makes_one_call_and_gets_one_result_per_event() 
     events = processor(sink, regenerator)
     group = [events.read(record(n, journal_event(f"E{n}"))) for n in range(3)]
     assert len({pending.coalescing_key for pending in group}) == 1
-    await events.complete(WaitingEvents(group))
+    waiting = WaitingEvents(group)
+    await events.complete(waiting)
     assert regenerator.calls == ["E0"]
     assert [r.data.sourceEventId for r in sink.results] == ["E0", "E1", "E2"]
+    assert waiting.finished_events == group, "each reported finished once, as published"
     assert {r.data.servedByEventId for r in sink.results} == {"E0"}
     assert len({r.id for r in sink.results}) == 3
+
+
+async def test_a_result_on_its_way_out_is_published_and_counted_when_its_event_is_cancelled() -> (
+    None
+):
+    sink, regenerator = MemorySink(), CountingRegenerator()
+    events = processor(sink, regenerator)
+    sink.hold = asyncio.Event()
+    waiting = WaitingEvents([events.read(record(n, journal_event(f"E{n}"))) for n in range(2)])
+    handling = asyncio.create_task(events.complete(waiting))
+    await sink.publishing.wait()
+    handling.cancel()  # a hand-over, while E0's result is being published
+    await asyncio.sleep(0.01)
+    assert not handling.done(), "the cancellation waits for the publication it interrupted"
+    sink.hold.set()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    assert [r.data.sourceEventId for r in sink.results] == ["E0"]
+    assert waiting.finished_events == waiting.events[:1], "E0 is out, E1 is read again"
 
 
 def test_different_flags_or_objects_never_share_a_coalescing_key() -> None:

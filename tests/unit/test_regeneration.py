@@ -18,7 +18,7 @@ from service.domain import (
 from service.domain.parsing import InvalidEvent
 from service.observability import Metrics
 from service.regeneration import Regenerator
-from service.resilience import UpstreamGate
+from service.resilience import GroupShare, UpstreamGate
 from service.upstream import UpstreamClient
 
 
@@ -69,6 +69,7 @@ def regenerator(
         circuit or CircuitSettings(),
         metrics,
         max_pause_seconds=processing.max_retry_after_seconds,
+        share=GroupShare.whole(),
     )
     return Regenerator(
         {Upstream.SOFTWAREONE: upstream}, {Upstream.SOFTWAREONE: gate}, processing, metrics

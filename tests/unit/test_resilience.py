@@ -12,6 +12,7 @@ from service.resilience import (
     AdaptiveConcurrency,
     CircuitBreaker,
     CircuitState,
+    GroupShare,
     ScopeLimits,
     UpstreamGate,
 )
@@ -189,7 +190,7 @@ async def test_little_headroom_reported_by_zuora_steps_the_cap_down_and_stops_gr
 
 
 async def test_retry_after_pauses_the_whole_scope() -> None:
-    scope = ScopeLimits(max_concurrency=5, requests_per_minute=6000)
+    scope = ScopeLimits(max_concurrency=5, requests_per_minute=6000, share=GroupShare.whole())
     scope.observe(throttled=True, retry_after=0.2, load=None)
     started = asyncio.get_running_loop().time()
     await scope.acquire()
@@ -198,7 +199,7 @@ async def test_retry_after_pauses_the_whole_scope() -> None:
 
 
 async def test_exhausted_rate_budget_reported_by_zuora_pauses_until_reset() -> None:
-    scope = ScopeLimits(max_concurrency=5, requests_per_minute=6000)
+    scope = ScopeLimits(max_concurrency=5, requests_per_minute=6000, share=GroupShare.whole())
     scope.observe(
         throttled=False, retry_after=None, load=UpstreamLoad(rate_remaining=0, rate_reset_seconds=1)
     )
@@ -207,7 +208,7 @@ async def test_exhausted_rate_budget_reported_by_zuora_pauses_until_reset() -> N
 
 
 async def test_requests_per_minute_budget_holds_the_call_over_budget() -> None:
-    scope = ScopeLimits(max_concurrency=100, requests_per_minute=6)
+    scope = ScopeLimits(max_concurrency=100, requests_per_minute=6, share=GroupShare.whole())
     for _ in range(6):
         await asyncio.wait_for(scope.acquire(), 0.5)
         scope.release()
@@ -225,6 +226,7 @@ async def test_a_call_waiting_for_a_slot_when_the_circuit_opens_waits_instead_of
         CircuitSettings(failure_threshold=1, open_seconds=60, max_open_seconds=60),
         metrics,
         max_pause_seconds=1,
+        share=GroupShare.whole(),
     )
     first_called, release_first = asyncio.Event(), asyncio.Event()
     calls: list[str] = []
@@ -258,3 +260,109 @@ async def test_a_call_waiting_for_a_slot_when_the_circuit_opens_waits_instead_of
     second.cancel()
     with pytest.raises(asyncio.CancelledError):
         await second
+
+
+@pytest.mark.parametrize(
+    ("budget", "assigned", "total", "share"),
+    [
+        (12, 6, 6, 12),  # the only replica uses the whole budget
+        (12, 2, 6, 4),  # three replicas, two partitions each
+        (12, 1, 6, 2),  # skew: a replica with one partition gets half of one with two
+        (10, 2, 6, 3),  # rounded down: the replicas' shares never add up to more than 10
+        (2, 1, 6, 1),  # never 0 while it owns a partition, or that partition would stall
+        (12, 0, 6, 0),  # no partition, no calls
+    ],
+)
+def test_a_replica_uses_the_share_of_each_budget_that_matches_its_partitions(
+    budget: int, assigned: int, total: int, share: int
+) -> None:
+    assert GroupShare(assigned, total).of(budget) == share
+
+
+def test_the_replicas_shares_never_exceed_the_group_budget() -> None:
+    for budget in range(6, 50):
+        for spread in ([6], [3, 3], [2, 2, 2], [2, 2, 1, 1], [2, 1, 1, 1, 1], [1] * 6):
+            assert sum(GroupShare(a, 6).of(budget) for a in spread) <= budget, (budget, spread)
+
+
+async def test_a_new_share_resizes_the_cap_and_keeps_an_earlier_throttling_in_proportion() -> None:
+    clock = Clock()
+    limit = AdaptiveConcurrency(12, clock=clock)
+    limit.resize(4, 2 / 6)
+    assert limit.limit == 4
+    for _ in range(4):
+        await limit.acquire()
+    limit.throttled()
+    assert limit.limit == 2
+    limit.resize(12, 1.0)  # scale-in: this replica owns every partition again
+    assert limit.limit == 6, "halved by the 429 before, so half of the new share"
+    limit.resize(0, 0.0)
+    assert limit.limit == 0, "no partitions: no calls"
+    limit.resize(4, 2 / 6)
+    assert limit.limit == 4
+
+
+async def test_the_limit_zuora_reports_is_the_tenants_so_each_replica_takes_its_share() -> None:
+    limit = AdaptiveConcurrency(20, fraction=1 / 3)
+    limit.respect(UpstreamLoad(concurrency_limit=12, concurrency_remaining=12))
+    # 12 less a reserve of 2 for the group, a third of it for this replica.
+    assert limit.limit == 3
+
+
+async def test_a_scope_waits_for_a_slot_until_its_replica_is_assigned_partitions() -> None:
+    share = GroupShare()
+    scope = ScopeLimits(max_concurrency=6, requests_per_minute=600, share=share)
+    waiting = asyncio.create_task(scope.acquire())
+    await asyncio.sleep(0.01)
+    assert not waiting.done(), "before its first assignment a replica owns nothing"
+    share.update(2, 6)
+    scope.reshare()
+    await asyncio.wait_for(waiting, 1)
+    assert scope.concurrency.limit == 2
+
+
+async def test_the_request_budget_is_shared_by_partitions_too() -> None:
+    # The group may make 18 requests a minute; this replica owns a third of the partitions,
+    # so it gets 6 at once (its share of the burst) and then waits for the bucket.
+    scope = ScopeLimits(max_concurrency=100, requests_per_minute=18, share=GroupShare(2, 6))
+    for _ in range(6):
+        await asyncio.wait_for(scope.acquire(), 0.5)
+        scope.release()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(scope.acquire(), 0.3)
+
+
+async def test_the_gate_exports_the_replicas_share_and_follows_each_rebalance() -> None:
+    metrics, share = Metrics(), GroupShare()
+    gate = UpstreamGate(
+        Upstream.ZUORA,
+        UpstreamHttpSettings(max_concurrency=12, requests_per_minute=600),
+        CircuitSettings(),
+        metrics,
+        max_pause_seconds=1,
+        share=share,
+    )
+
+    def exported(budget: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "regen_budget_share", {"upstream": "zuora", "budget": budget}
+        )
+
+    assert (exported("max_concurrency"), exported("requests_per_minute")) == (0, 0)
+    share.update(2, 6)
+    assert (exported("max_concurrency"), exported("requests_per_minute")) == (4, 200)
+    calls = 0
+
+    async def answered() -> AttemptResult:
+        nonlocal calls
+        calls += 1
+        return TransientFailure("busy", http_status=503)
+
+    await gate.call(journal_task("J1"), answered)
+    share.update(6, 6)
+    assert exported("max_concurrency") == 12
+    assert (
+        metrics.registry.get_sample_value("regen_upstream_concurrency_limit", {"upstream": "zuora"})
+        == 12
+    )
+    assert calls == 1

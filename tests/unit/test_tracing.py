@@ -24,7 +24,7 @@ from service.domain import (
 from service.observability import Metrics, Tracing
 from service.processing import EventProcessor, InputRecord
 from service.regeneration import Regenerator
-from service.resilience import UpstreamGate
+from service.resilience import GroupShare, UpstreamGate
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"
@@ -83,6 +83,7 @@ def traced_processor(
         CircuitSettings(),
         metrics,
         max_pause_seconds=1,
+        share=GroupShare.whole(),
     )
     regenerator = Regenerator(
         {Upstream.SOFTWAREONE: upstream}, {Upstream.SOFTWAREONE: gate}, settings, metrics, tracing
