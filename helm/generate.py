@@ -45,6 +45,9 @@ CONFIG_KEY = "config"
 # from the kafkaTls mount. Accepting them under `config` would put secrets into a ConfigMap.
 _CHART_MANAGED_FORMATS = frozenset({"password", "file-path"})
 _DROPPED_KEYWORDS = frozenset({"title", "writeOnly"})
+# Settings that must differ per pod: the chart sets them from a switch of its own, and its
+# templates refuse them under `config` naming that switch.
+CHART_SWITCHED = {("kafka", "group_instance_id"): "staticMembership.enabled"}
 
 
 def _formats(schema: dict[str, Any]) -> set[str]:
@@ -253,6 +256,8 @@ def settings_table() -> str:
         description = schema.get("description", "")
         if chart_value not in (None, "") and chart_value != schema.get("default"):
             description = f"{description} Chart default: {_code(chart_value)}.".strip()
+        if switch := CHART_SWITCHED.get(setting.path):
+            description = f"{description} Not a `config` key: set `{switch}`.".strip()
         rows.append(
             f"| `{CONFIG_KEY}.{'.'.join(setting.path)}` | `{variable_name(*setting.path)}` "
             f"| {_cell(_schema_type(schema))}{_bounds(schema)} | {_cell(default)} "

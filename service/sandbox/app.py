@@ -183,6 +183,10 @@ class SandboxState:
         self.latency_by_operation: dict[Operation, int] = {}
         self.request_counts: Counter[Operation] = Counter()
         self.max_concurrent: Counter[Operation] = Counter()
+        self.max_zuora_concurrent = 0
+        """Peak of Zuora requests in progress at once, all operations together: what the
+        tenant's concurrency limit counts."""
+        self.refused_for_concurrency = 0
         self.journal_revisions: Counter[str] = Counter()
         self._tokens: dict[str, float] = {}
         self._seq = 0
@@ -212,6 +216,10 @@ class SandboxState:
         self.max_concurrent[operation] = max(
             self.max_concurrent[operation], self._in_flight[operation]
         )
+        if operation in ZUORA_OPERATIONS:
+            self.max_zuora_concurrent = max(
+                self.max_zuora_concurrent, sum(self._in_flight[op] for op in ZUORA_OPERATIONS)
+            )
         try:
             yield
         finally:
@@ -248,6 +256,8 @@ class SandboxState:
         return {
             "requests": {op: self.request_counts[op] for op in OPERATIONS},
             "maxConcurrent": {op: self.max_concurrent[op] for op in OPERATIONS},
+            "zuoraMaxConcurrent": self.max_zuora_concurrent,
+            "zuoraRefusedForConcurrency": self.refused_for_concurrency,
             "idempotencyKeys": {"distinct": self.idempotency.distinct},
         }
 
@@ -301,6 +311,7 @@ def _upstream(operation: Operation, handler: Handler) -> Callable[[Request], Awa
         raw = await request.body()
         entry = state.record(operation, request, _parse_body(operation, raw))
         if operation in ZUORA_OPERATIONS and state.concurrency_remaining() == 0:
+            state.refused_for_concurrency += 1
             answer = _zuora_error(
                 429, LIMIT_EXCEEDED, "concurrency limit exceeded", {"Retry-After": "1"}
             ).with_headers(_zuora_headers(state, request))

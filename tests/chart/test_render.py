@@ -339,8 +339,15 @@ def test_helm_test_checks_with_the_releases_own_settings_and_credentials() -> No
     [check] = pod["spec"]["containers"]
     assert check["command"] == ["regen-sync", "check", "--timeout", "10"]
     assert check["image"] == release.container["image"]
-    for shared in ("envFrom", "env", "volumeMounts", "securityContext"):
+    for shared in ("envFrom", "volumeMounts", "securityContext"):
         assert check[shared] == release.container[shared], shared
+    # All but the static group membership: the check never joins the consumer group.
+    assert check["env"] == [
+        variable
+        for variable in release.container["env"]
+        if variable["name"] != "REGEN_KAFKA__GROUP_INSTANCE_ID"
+    ]
+    assert len(check["env"]) == len(release.container["env"]) - 1
     assert pod["spec"]["volumes"] == release.pod_spec["volumes"]
     assert pod["spec"]["securityContext"] == release.pod_spec["securityContext"]
     # Neither the Service nor the disruption budget may select it.

@@ -26,6 +26,8 @@ EXISTING_SECRETS = {
     "kafka-ca": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"},
     "kafka-client-tls": {"ca.crt": "ca", "tls.crt": "cert", "tls.key": "key"},
 }
+# The name Kubernetes gives a pod of the Deployment, for the downward API.
+POD_NAME = "regen-sync-ci-7d4b9c8f6d-x2k9q"
 
 
 def _secret_contents(release: Release) -> dict[str, dict[str, str]]:
@@ -39,8 +41,13 @@ def _secret_contents(release: Release) -> dict[str, dict[str, str]]:
 
 def pod_environment(release: Release, root: Path) -> dict[str, str]:
     """The container's settings environment, with every mounted Secret materialised under
-    ``root`` and the variables that point into those mounts rewritten to match."""
+    ``root`` and the variables that point into those mounts rewritten to match, and the
+    variables the pod's own name fills in."""
     env = dict(release.settings_env)
+    for variable in release.container.get("env", []):
+        field = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if field == "metadata.name" and variable["name"].startswith("REGEN_"):
+            env[variable["name"]] = POD_NAME
     contents = _secret_contents(release)
     volumes = {volume["name"]: volume for volume in release.pod_spec["volumes"]}
     for mount in release.container["volumeMounts"]:
@@ -85,6 +92,8 @@ def test_every_option_reaches_the_service(tmp_path: Path, monkeypatch: pytest.Mo
     assert settings.zuora.billing_id_field == "documentId"
     assert (settings.http.port, settings.log.level) == (9090, "DEBUG")
     assert settings.event_source == "urn:regen-sync:ci"
+    assert settings.kafka.group_instance_id == POD_NAME
+    assert (settings.zuora.max_concurrency, settings.softwareone.max_concurrency) == (24, 12)
 
 
 @pytest.mark.parametrize("values_file", ["minimal", "hpa", "production"])

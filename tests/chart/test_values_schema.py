@@ -28,6 +28,8 @@ def _set(path: str, value: Any) -> dict[str, Any]:
         ("autoscaling.maxReplicas", "6"),
         ("autoscaling.keda.lagThreshold", 0),
         ("autoscaling.hpa.targetCPUUtilizationPercentage", 150),
+        ("staticMembership.enabled", "yes"),
+        ("staticMembership.instanceId", "regen-sync-0"),
         ("image.digest", "latest"),
         ("image.pullPolicy", "Sometimes"),
         ("service.port", 70000),

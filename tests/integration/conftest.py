@@ -260,7 +260,9 @@ async def make_stack(
             def new_service(**more: str) -> ServiceProcess:
                 number = f"-{len(services)}" if services else ""
                 log = logs_dir / f"{topics.input}-service{number}.log"
-                service = ServiceProcess(env | more, log)
+                # Each its own HTTP port: replicas of one group run side by side.
+                port = {"REGEN_HTTP__PORT": str(free_port())} if services else {}
+                service = ServiceProcess(env | port | more, log)
                 services.append(service)
                 cleanup.callback(service.process.terminate)
                 return service

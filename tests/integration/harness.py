@@ -304,6 +304,12 @@ class Sandbox:
     async def clear_faults(self) -> None:
         (await self._http.delete("/_sandbox/faults")).raise_for_status()
 
+    async def stats(self) -> dict[str, Any]:
+        response = await self._http.get("/_sandbox/stats")
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        return stats
+
     async def revoke_tokens(self) -> None:
         (await self._http.post("/_sandbox/revoke-tokens")).raise_for_status()
 

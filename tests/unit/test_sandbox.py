@@ -485,6 +485,8 @@ async def test_concurrency_limit_answers_429_when_exceeded() -> None:
         assert _reason_code(rejected) == "50000070"
         stats = (await client.get("/_sandbox/stats")).json()
         assert stats["maxConcurrent"]["billing"] == 2
+        assert stats["zuoraMaxConcurrent"] == 2
+        assert stats["zuoraRefusedForConcurrency"] == 1
         assert stats["requests"]["billing"] == 3
 
 

@@ -86,6 +86,49 @@ REGEN_SECRETS_DIR; it is also set explicitly so the mount and the setting cannot
 {{- end }}
 
 {{/*
+The upstream budgets of the whole consumer group, with the service's defaults: a JSON list of
+{setting, label, value}. Each replica uses budget × its input partitions ÷ all input partitions,
+rounded down and at least 1 (service.resilience.share).
+*/}}
+{{- define "regen-sync.upstreamBudgets" -}}
+{{- $budgets := list }}
+{{- range $upstream := list (list "zuora" "Zuora" 20 30000) (list "softwareone" "SoftwareOne" 10 3000) }}
+{{- $name := index $upstream 0 }}
+{{- $label := index $upstream 1 }}
+{{- $budgets = append $budgets (dict "setting" (printf "config.%s.max_concurrency" $name) "label" (printf "%s concurrency" $label) "value" (dig $name "max_concurrency" (index $upstream 2) $.Values.config | int64)) }}
+{{- $budgets = append $budgets (dict "setting" (printf "config.%s.requests_per_minute" $name) "label" (printf "%s requests/minute" $label) "value" (dig $name "requests_per_minute" (index $upstream 3) $.Values.config | int64)) }}
+{{- end }}
+{{- toJson $budgets }}
+{{- end }}
+
+{{/* The most replicas the release can run, and the value that sets it. */}}
+{{- define "regen-sync.maxReplicasKey" -}}
+{{- if eq .Values.autoscaling.mode "none" }}replicaCount{{ else }}autoscaling.maxReplicas{{ end }}
+{{- end }}
+
+{{- define "regen-sync.maxReplicas" -}}
+{{- if eq .Values.autoscaling.mode "none" }}{{ .Values.replicaCount | int }}{{ else }}{{ .Values.autoscaling.maxReplicas | int }}{{ end }}
+{{- end }}
+
+{{/*
+What each of `replicas` replicas uses of `budget`, as "N" or "smallest to biggest": the input
+partitions are spread as evenly as possible, so a replica owns floor(P/R) or ceil(P/R) of them.
+Without `partitions` (inputPartitions unknown) an even spread is assumed.
+*/}}
+{{- define "regen-sync.budgetShare" -}}
+{{- $budget := int64 .budget }}
+{{- $replicas := int64 .replicas }}
+{{- $smallest := max 1 (div $budget $replicas) }}
+{{- $biggest := $smallest }}
+{{- if .partitions }}
+{{- $partitions := int64 .partitions }}
+{{- $smallest = max 1 (div (mul $budget (div $partitions $replicas)) $partitions) }}
+{{- $biggest = max 1 (div (mul $budget (div (sub (add $partitions $replicas) 1) $replicas)) $partitions) }}
+{{- end }}
+{{- if eq $smallest $biggest }}{{ $smallest }}{{ else }}{{ $smallest }} to {{ $biggest }}{{ end }}
+{{- end }}
+
+{{/*
 The credentials the service reads as SecretStr, each mounted as a file named like its variable
 (the service's NestedSecretsSettingsSource reads REGEN_SECRETS_DIR/REGEN_<SECTION>__<FIELD>).
 Yields a JSON list of {credential, file, key} for the credentials this release needs; fails
@@ -158,6 +201,16 @@ whole release with one clear message.
 {{- else if and $partitions (gt (int .Values.replicaCount) (int $partitions)) }}
 {{- fail (printf "replicaCount (%v) exceeds inputPartitions (%v): extra consumers would get no partition" .Values.replicaCount $partitions) }}
 {{- end }}
+{{- /* The budgets are the group's: every replica that owns a partition needs at least 1. */}}
+{{- $replicas := include "regen-sync.maxReplicas" . | int64 }}
+{{- range $budget := include "regen-sync.upstreamBudgets" . | fromJsonArray }}
+{{- if lt (int64 $budget.value) $replicas }}
+{{- fail (printf "%s (%d) is below %s (%d): it is the budget of the whole consumer group, and each replica needs at least 1 of it (a replica without budget would stall its partitions), so the group would exceed it" $budget.setting (int64 $budget.value) (include "regen-sync.maxReplicasKey" $) $replicas) }}
+{{- end }}
+{{- end }}
+{{- if $kafka.group_instance_id }}
+{{- fail "config.kafka.group_instance_id must differ per pod, so it cannot be a value of the release: set staticMembership.enabled=true and each pod joins the consumer group under its own name" }}
+{{- end }}
 {{- end }}
 
 {{/* Drain time plus a margin for committing offsets and closing the producers. */}}
@@ -207,16 +260,31 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
+{{/*
+The container's environment; takes (dict "root" $ "staticMember" bool). Only the Deployment's
+pods are static members: the `helm test` pod never joins the consumer group.
+*/}}
 {{- define "regen-sync.environment" -}}
+{{- $values := .root.Values -}}
 envFrom:
   - configMapRef:
-      name: {{ include "regen-sync.fullname" . }}
-  {{- with .Values.extraEnvFrom }}
+      name: {{ include "regen-sync.fullname" .root }}
+  {{- with $values.extraEnvFrom }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- with .Values.extraEnv }}
+{{- if or .staticMember $values.extraEnv }}
 env:
+  {{- if .staticMember }}
+  # Static group membership (KIP-345): the pod's name is unique in the group and survives a
+  # restart of the container.
+  - name: REGEN_KAFKA__GROUP_INSTANCE_ID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  {{- end }}
+  {{- with $values.extraEnv }}
   {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 {{- end }}
 

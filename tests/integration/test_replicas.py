@@ -1,0 +1,204 @@
+"""Several service processes in one consumer group, on the real broker and the sandbox: the
+upstream budget is the group's, and scaling out, scaling in and a crashed member lose nothing
+and (apart from the crash) redo nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from conftest import PARTITIONS, ServiceProcess, Stack
+from harness import ResultWatcher, event_of_kind, eventually, metric, new_event, unique
+
+pytestmark = pytest.mark.reliability
+
+REPLICAS = 3
+ZUORA_BUDGET = 12
+"""The group's Zuora budget, and the sandbox tenant's concurrency limit: every replica is
+configured with it, as one Deployment configures all its pods."""
+
+
+def assigned_partitions(service: ServiceProcess) -> float:
+    return metric(service.metrics(), "regen_partitions_assigned")
+
+
+async def settled(services: list[ServiceProcess], timeout: float = 90) -> None:
+    """Every partition owned, each replica with its even part of them."""
+    even = PARTITIONS // len(services)
+    await eventually(
+        lambda: all(assigned_partitions(service) == even for service in services), timeout
+    )
+
+
+async def start_all(services: list[ServiceProcess]) -> None:
+    await asyncio.gather(*(asyncio.to_thread(service.start) for service in services))
+
+
+def results_per_event(watcher: ResultWatcher, events: list[dict[str, Any]]) -> list[int]:
+    return [len(watcher.results.get(event["id"], [])) for event in events]
+
+
+def distinct_objects(prefix: str, count: int) -> list[tuple[dict[str, Any], str]]:
+    """The four event types in turn, each event for an object of its own (no coalescing),
+    keyed by object so they spread over the partitions."""
+    run = unique(prefix)
+    return [(event_of_kind(n, f"{run}-{n}"), f"{run}-{n}") for n in range(count)]
+
+
+class SteadyStream:
+    """Sends ``events`` in the background at a steady pace while a test changes the group."""
+
+    def __init__(self, stack: Stack, events: list[tuple[dict[str, Any], str]], per_second: int):
+        self._stack = stack
+        self._events = events
+        self._per_second = per_second
+        self.sent = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        chunk = max(1, self._per_second // 10)
+        while self.sent < len(self._events):
+            batch = self._events[self.sent : self.sent + chunk]
+            await self._stack.sender.send_many(batch)
+            self.sent += len(batch)
+            await asyncio.sleep(0.1)
+
+    async def finished(self) -> None:
+        assert self._task is not None
+        await self._task
+
+
+async def test_the_zuora_budget_holds_for_the_whole_group_of_replicas(
+    make_stack: Callable[..., Awaitable[Stack]], figures: dict[str, object]
+) -> None:
+    stack = await make_stack(
+        "replica-budget",
+        sandbox_flags=("--concurrency-limit", str(ZUORA_BUDGET), "--latency-ms", "50"),
+        start=False,
+        REGEN_ZUORA__MAX_CONCURRENCY=str(ZUORA_BUDGET),
+    )
+    services = [stack.new_service() for _ in range(REPLICAS)]
+    await start_all(services)
+    await settled(services)
+    shares = [
+        metric(s.metrics(), "regen_budget_share", upstream="zuora", budget="max_concurrency")
+        for s in services
+    ]
+    assert shares == [ZUORA_BUDGET // REPLICAS] * REPLICAS
+
+    run = unique("BUDGET")
+    events = [
+        (
+            new_event("billing.document.fixed", {"documentType": "Invoice", "documentNumber": key}),
+            key,
+        )
+        for key in (f"{run}-{n}" for n in range(1200))
+    ]
+    started = time.monotonic()
+    await stack.sender.send_many(events)
+    results = await stack.watcher.wait_for([event["id"] for event, _ in events], timeout=180)
+    seconds = time.monotonic() - started
+
+    stats = await stack.sandbox.stats()
+    assert all(result.topic == stack.topics.succeeded for result in results.values())
+    assert stats["zuoraMaxConcurrent"] <= ZUORA_BUDGET
+    assert stats["zuoraRefusedForConcurrency"] == 0, "no 429 once the group has settled"
+    figures.update(
+        replicas=REPLICAS,
+        zuora_budget_for_the_group=ZUORA_BUDGET,
+        sandbox_concurrency_limit=ZUORA_BUDGET,
+        share_per_replica=shares,
+        events=len(events),
+        zuora_calls=stats["requests"]["billing"],
+        peak_zuora_in_flight=stats["zuoraMaxConcurrent"],
+        answered_429=stats["zuoraRefusedForConcurrency"],
+        events_per_second=round(len(events) / seconds),
+    )
+
+
+async def test_scaling_out_then_in_mid_stream_gives_every_event_exactly_one_result(
+    make_stack: Callable[..., Awaitable[Stack]], figures: dict[str, object]
+) -> None:
+    stack = await make_stack(
+        "replica-scale", sandbox_flags=("--concurrency-limit", "0", "--latency-ms", "20")
+    )
+    first = stack.service
+    events = distinct_objects("SCALE", 1800)
+    stream = SteadyStream(stack, events, per_second=60)
+    stream.start()
+    await stack.watcher.wait_for([events[0][0]["id"]], timeout=60)
+
+    added = [stack.new_service() for _ in range(REPLICAS - 1)]
+    scale_out_at = time.monotonic()
+    await start_all(added)
+    await settled([first, *added])
+    scaled_out_seconds = time.monotonic() - scale_out_at
+    sent_at_scale_in = stream.sent
+    scale_in_at = time.monotonic()
+    assert await asyncio.to_thread(first.process.terminate, 60) == 0, first.process.log_tail()
+    await settled(added)
+    scaled_in_seconds = time.monotonic() - scale_in_at
+    await stream.finished()
+
+    results = await stack.watcher.wait_for([event["id"] for event, _ in events], timeout=180)
+    counts = results_per_event(stack.watcher, [event for event, _ in events])
+    assert sent_at_scale_in < len(events), "the scale-in happened mid-stream"
+    assert all(result.topic == stack.topics.succeeded for result in results.values())
+    assert stack.watcher.dead_letters == []
+    assert counts.count(0) == 0, "lost events"
+    assert sum(count - 1 for count in counts) == 0, "duplicate results"
+    figures.update(
+        events=len(events),
+        replicas="1 -> 3 -> 2 (SIGTERM)",
+        sent_before_scale_in=sent_at_scale_in,
+        events_lost=counts.count(0),
+        duplicate_results=sum(count - 1 for count in counts),
+        seconds_until_the_group_settled_after_scale_out=round(scaled_out_seconds, 1),
+        seconds_until_the_group_settled_after_scale_in=round(scaled_in_seconds, 1),
+    )
+
+
+async def test_a_sigkilled_member_loses_nothing_and_its_events_succeed_on_the_others(
+    make_stack: Callable[..., Awaitable[Stack]], figures: dict[str, object]
+) -> None:
+    stack = await make_stack(
+        "replica-kill",
+        sandbox_flags=("--concurrency-limit", "0", "--latency-ms", "200"),
+        start=False,
+    )
+    services = [stack.new_service() for _ in range(REPLICAS)]
+    await start_all(services)
+    await settled(services)
+    events = distinct_objects("KILL", 900)
+    await stack.sender.send_many(events)
+    await eventually(
+        lambda: sum(1 for event, _ in events if stack.watcher.results.get(event["id"])) >= 100,
+        timeout=60,
+    )
+    victim, survivors = services[0], services[1:]
+    in_flight = metric(victim.metrics(), "regen_events_in_flight")
+    victim.process.kill()
+    killed_at = time.monotonic()
+
+    results = await stack.watcher.wait_for([event["id"] for event, _ in events], timeout=180)
+    recovered_seconds = time.monotonic() - killed_at
+    await settled(survivors)
+    counts = results_per_event(stack.watcher, [event for event, _ in events])
+    assert in_flight > 0, "the member was killed with events in flight"
+    assert all(result.topic == stack.topics.succeeded for result in results.values())
+    assert stack.watcher.dead_letters == []
+    assert counts.count(0) == 0
+    figures.update(
+        events=len(events),
+        replicas="3 -> 2 (SIGKILL)",
+        in_flight_on_the_killed_member=int(in_flight),
+        events_lost=counts.count(0),
+        duplicate_results=sum(count - 1 for count in counts),
+        seconds_from_kill_to_the_last_result=round(recovered_seconds, 1),
+    )
