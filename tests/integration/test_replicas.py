@@ -49,13 +49,15 @@ def distinct_objects(prefix: str, count: int) -> list[tuple[dict[str, Any], str]
 
 
 class SteadyStream:
-    """Sends ``events`` in the background at a steady pace while a test changes the group."""
+    """Sends events for distinct objects at a steady pace, from ``start`` until ``stop``, while
+    a test changes the group: whatever the group does, it does mid-stream."""
 
-    def __init__(self, stack: Stack, events: list[tuple[dict[str, Any], str]], per_second: int):
+    def __init__(self, stack: Stack, per_second: int) -> None:
         self._stack = stack
-        self._events = events
         self._per_second = per_second
-        self.sent = 0
+        self._run = unique("STREAM")
+        self.events: list[dict[str, Any]] = []
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -63,14 +65,18 @@ class SteadyStream:
 
     async def _send(self) -> None:
         chunk = max(1, self._per_second // 10)
-        while self.sent < len(self._events):
-            batch = self._events[self.sent : self.sent + chunk]
+        while not self._stopping.is_set():
+            batch = [
+                (event_of_kind(n, f"{self._run}-{n}"), f"{self._run}-{n}")
+                for n in range(len(self.events), len(self.events) + chunk)
+            ]
             await self._stack.sender.send_many(batch)
-            self.sent += len(batch)
+            self.events.extend(event for event, _ in batch)
             await asyncio.sleep(0.1)
 
-    async def finished(self) -> None:
+    async def stop(self) -> None:
         assert self._task is not None
+        self._stopping.set()
         await self._task
 
 
@@ -129,26 +135,27 @@ async def test_scaling_out_then_in_mid_stream_gives_every_event_exactly_one_resu
         "replica-scale", sandbox_flags=("--concurrency-limit", "0", "--latency-ms", "20")
     )
     first = stack.service
-    events = distinct_objects("SCALE", 1800)
-    stream = SteadyStream(stack, events, per_second=60)
+    stream = SteadyStream(stack, per_second=60)
     stream.start()
-    await stack.watcher.wait_for([events[0][0]["id"]], timeout=60)
+    await eventually(lambda: bool(stream.events), timeout=10)
+    await stack.watcher.wait_for([stream.events[0]["id"]], timeout=60)
 
     added = [stack.new_service() for _ in range(REPLICAS - 1)]
     scale_out_at = time.monotonic()
     await start_all(added)
     await settled([first, *added])
     scaled_out_seconds = time.monotonic() - scale_out_at
-    sent_at_scale_in = stream.sent
+    sent_at_scale_in = len(stream.events)
     scale_in_at = time.monotonic()
     assert await asyncio.to_thread(first.process.terminate, 60) == 0, first.process.log_tail()
     await settled(added)
     scaled_in_seconds = time.monotonic() - scale_in_at
-    await stream.finished()
+    await asyncio.sleep(2)  # the stream goes on for a while on the group that is left
+    await stream.stop()
 
-    results = await stack.watcher.wait_for([event["id"] for event, _ in events], timeout=180)
-    counts = results_per_event(stack.watcher, [event for event, _ in events])
-    assert sent_at_scale_in < len(events), "the scale-in happened mid-stream"
+    events = stream.events
+    results = await stack.watcher.wait_for([event["id"] for event in events], timeout=180)
+    counts = results_per_event(stack.watcher, events)
     assert all(result.topic == stack.topics.succeeded for result in results.values())
     assert stack.watcher.dead_letters == []
     assert counts.count(0) == 0, "lost events"
