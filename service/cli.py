@@ -39,6 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--concurrency-limit", type=int, default=40, help="Zuora requests at once; 0 = no limit"
     )
     sandbox.add_argument("--token-ttl-seconds", type=int, default=3600)
+    sandbox.add_argument(
+        "--no-idempotency-store",
+        dest="idempotency_store",
+        action="store_false",
+        help="for experiments only: do not store and replay Zuora answers by Idempotency-Key "
+        "(Zuora does)",
+    )
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas and the AsyncAPI document generated from the code"
     )
@@ -106,6 +113,7 @@ def _sandbox(arguments: argparse.Namespace) -> int:
                 api_token=arguments.api_token,
                 concurrency_limit=arguments.concurrency_limit,
                 token_ttl_seconds=arguments.token_ttl_seconds,
+                idempotency_store=arguments.idempotency_store,
             )
         )
     )

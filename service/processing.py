@@ -66,6 +66,21 @@ class InputRecord:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
 
+REDRIVE_HEADER = "regen-redrive"
+"""Set by ``regen-sync redrive`` on a republished record: how often the event was re-driven
+(its Zuora Idempotency-Keys start afresh with each re-drive)."""
+
+
+def _redrive_count(record: InputRecord) -> int:
+    values = [value for name, value in record.headers if name == REDRIVE_HEADER]
+    text = values[-1].decode("ascii", "replace") if values else "0"
+    if not (text.isascii() and text.isdigit()):
+        # Only `redrive` writes it; a hand-made value cannot be trusted to be new.
+        logger.warning("unreadable re-drive header ignored", extra=record.log_fields())
+        return 0
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Unreadable:
     """A record whose reading raised: a bug, not bad input; it fails as internal_error."""
@@ -169,7 +184,7 @@ class EventProcessor:
             )
             return parsed
         self._metrics.event_received(parsed.type)
-        return plan(parsed)
+        return plan(parsed, redrive=_redrive_count(record))
 
     async def complete(self, group: EventGroup) -> None:
         """One upstream call for the group's first event, then one result for each event
@@ -303,12 +318,16 @@ class EventProcessor:
         Once begun, a delivery is seen through even when the event is cancelled (a partition
         handed over, a shutdown): cut short, its records could still reach Kafka without the
         event counting as finished, and the partition's next owner would publish them again.
-        A second cancellation stops the wait."""
+        A second cancellation (the broker is away, say) gives the delivery up."""
         delivery = asyncio.ensure_future(self._deliver_now(group, pending, event, result))
         try:
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
-            await asyncio.wait([delivery])
+            try:
+                await asyncio.wait([delivery])
+            except asyncio.CancelledError:
+                delivery.cancel()  # cancelled again: the result is given up after all
+                raise
             raise
 
     async def _deliver_now(

@@ -2,6 +2,11 @@
 
 Attempts made while the upstream's circuit is open do not use up the event's attempts: an
 outage is waited out, however long, and only failures of the event itself exhaust it.
+
+Each attempt after an answer goes out under a renewed Idempotency-Key: Zuora stores every
+answer under its key, so repeating a key after a ``success:false``, a 500 or a 429 would only
+get that answer back. A key is repeated only when the outcome is unknown (no answer, 502/504)
+or still in progress (409).
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ logger = logging.getLogger(__name__)
 _ATTEMPT_OUTCOME = {Succeeded: "succeeded", Failed: "rejected", TransientFailure: "transient"}
 
 
-class _AttemptBudget:
-    def __init__(self, max_attempts: int) -> None:
+class _Attempts:
+    """One event's attempts: how many count against it, and the task (key) of the next."""
+
+    def __init__(self, task: RegenerationTask, max_attempts: int) -> None:
+        self.task = task
         self.max_attempts = max_attempts
         self.counted = 0
 
@@ -65,33 +73,31 @@ class Regenerator:
         """``before_call`` runs as each attempt is about to be sent, once the upstream's
         gate has let it through."""
         client = self._clients[task.operation.upstream]
-        budget = _AttemptBudget(self._settings.max_attempts)
+        attempts = _Attempts(task, self._settings.max_attempts)
         retrying = AsyncRetrying(
-            stop=budget.exhausted,
+            stop=attempts.exhausted,
             wait=self._wait,
             retry=retry_if_result(lambda result: isinstance(result, TransientFailure)),
             before_sleep=lambda state: self._before_retry(task, state),
             retry_error_callback=_last_result,
         )
-        result: AttemptResult = await retrying(self._attempt, client, task, budget, before_call)
-        attempts = retrying.statistics.get("attempt_number", 1)
+        result: AttemptResult = await retrying(self._attempt, client, attempts, before_call)
+        made = retrying.statistics.get("attempt_number", 1)
         if isinstance(result, TransientFailure):
             result = Failed(
                 FailureReason.RETRIES_EXHAUSTED,
-                f"gave up after {attempts} attempts; last: {result.message}",
+                f"gave up after {made} attempts; last: {result.message}",
                 retryable=True,
                 http_status=result.http_status,
                 details=result.details,
             )
-        return Outcome(result, attempts)
+        return Outcome(result, made)
 
     async def _attempt(
-        self,
-        client: UpstreamClient,
-        task: RegenerationTask,
-        budget: _AttemptBudget,
-        before_call: Callable[[], None],
+        self, client: UpstreamClient, attempts: _Attempts, before_call: Callable[[], None]
     ) -> AttemptResult:
+        task = attempts.task
+
         async def send() -> AttemptResult:
             before_call()
             with self._tracing.upstream_call(task.operation, task.operation.upstream) as span:
@@ -105,7 +111,9 @@ class Regenerator:
         gated = await self._gates[task.operation.upstream].call(task, send)
         result = gated.result
         if not gated.upstream_unavailable:
-            budget.counted += 1
+            attempts.counted += 1
+        if isinstance(result, TransientFailure) and not result.outcome_unknown:
+            attempts.task = task.with_renewed_key()
         self._metrics.upstream_requests.labels(task.operation, _ATTEMPT_OUTCOME[type(result)]).inc()
         return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
@@ -43,7 +44,35 @@ class RegenerationTask:
     object_key: str
     """Events with the same object key are regenerated one after another, in arrival order."""
     idempotency_key: str
-    """The same for every retry and redelivery of this event, so Zuora applies it once."""
+    """The Idempotency-Key of the next attempt. Zuora stores the first answer to a key and
+    replays it for 24 h, so a key is kept only while the outcome is unknown (no answer, a
+    gateway's 502/504, or 409: still in progress) and renewed after any answer
+    (``with_renewed_key``). Keys are derived from the event, its re-drive count and the number
+    of renewals, so a redelivery walks the same keys and gets Zuora's stored answers back."""
+    redrive: int = 0
+    """How often operators re-drove this event: each re-drive starts from a key of its own, so
+    a fixed document is regenerated instead of answered the stored failure again."""
+    key_renewals: int = 0
+
+    @property
+    def identity(self) -> str:
+        """The event, whatever its attempt (the circuit breaker counts distinct events)."""
+        return f"{self.event.source}\n{self.event.id}"
+
+    def with_renewed_key(self) -> RegenerationTask:
+        """The task for an attempt after an answer Zuora stored under the current key."""
+        renewals = self.key_renewals + 1
+        return dataclasses.replace(
+            self,
+            key_renewals=renewals,
+            idempotency_key=idempotency_key(
+                self.event.source,
+                self.event.id,
+                self.operation,
+                redrive=self.redrive,
+                renewals=renewals,
+            ),
+        )
 
     @property
     def coalescing_key(self) -> str:
@@ -59,21 +88,27 @@ class RegenerationTask:
         return (data.entityId or "") if isinstance(data, ZuoraScope) else ""
 
 
-def plan(event: DataFixedEvent) -> RegenerationTask:
+def plan(event: DataFixedEvent, *, redrive: int = 0) -> RegenerationTask:
     operation, object_key = _operation_and_object(event)
     return RegenerationTask(
         event=event,
         operation=operation,
         object_key=object_key,
-        idempotency_key=idempotency_key(event.source, event.id, operation),
+        idempotency_key=idempotency_key(event.source, event.id, operation, redrive=redrive),
+        redrive=redrive,
     )
 
 
-def idempotency_key(source: str, event_id: str, operation: Operation) -> str:
+def idempotency_key(
+    source: str, event_id: str, operation: Operation, *, redrive: int = 0, renewals: int = 0
+) -> str:
     # CloudEvents are unique by source + id; hashing keeps the key within Zuora's 255
-    # characters and free of whatever characters producers put into ids.
-    digest = hashlib.sha256(f"{source}\n{event_id}\n{operation}".encode()).hexdigest()
-    return f"regen-sync-{digest}"
+    # characters and free of whatever characters producers put into ids. The first key of an
+    # event that was never re-driven is the one regen-sync always sent.
+    identity = f"{source}\n{event_id}\n{operation}"
+    if redrive or renewals:
+        identity += f"\n{redrive}/{renewals}"
+    return f"regen-sync-{hashlib.sha256(identity.encode()).hexdigest()}"
 
 
 def _operation_and_object(event: DataFixedEvent) -> tuple[Operation, str]:

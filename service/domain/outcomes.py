@@ -61,7 +61,7 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class TransientFailure:
-    """An attempt that failed in a way worth retrying with the same idempotency key."""
+    """An attempt that failed in a way worth retrying."""
 
     message: str
     http_status: int | None = None
@@ -82,6 +82,14 @@ class TransientFailure:
         upstream that works, so they never count towards opening its circuit.
         """
         return self.http_status not in (409, 429)
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """Whether the upstream processed the request is not known yet: no answer (a
+        timeout, a connection lost after sending), a gateway's 502 or 504, or 409 (the same
+        Idempotency-Key still in progress). Only then is the next attempt sent under the same
+        key; any other answer is what Zuora stored under it, and would only be replayed."""
+        return self.http_status in _OUTCOME_UNKNOWN_STATUSES
 
 
 AttemptResult = Succeeded | Failed | TransientFailure
@@ -111,6 +119,7 @@ _TRANSIENT_ZUORA_ERROR_NAMES = frozenset(
     }
 )
 _TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_OUTCOME_UNKNOWN_STATUSES = frozenset({None, 409, 502, 504})
 # Answers that mean the request was turned away before any work was done.
 _NOT_TAKEN_STATUSES = frozenset({429, 502, 503})
 

@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 
-_DELIVERY_WAIT_SECONDS = 5.0
-"""How long a hand-over waits for results that were already being published when it
-cancelled their events; bounded, because the group's rebalance waits for the hand-over."""
+_DELIVERY_WAIT_SECONDS = 1.0
+"""How long cancelled events may take to finish publishing results already on their way out
+(milliseconds while the broker is there); bounded, because a rebalance or a shutdown waits."""
 
 
 @dataclass(eq=False, slots=True)
@@ -172,9 +172,6 @@ class Dispatcher(Generic[Item]):
                     ]
                 },
             )
-        finally:
-            for entry in group.entries:
-                self._ended(entry)
 
     def _ended(self, entry: _Entry[Item]) -> None:
         self._metrics.in_flight.dec()
@@ -185,8 +182,14 @@ class Dispatcher(Generic[Item]):
     def _start(self, group: Group[Item]) -> asyncio.Task[None]:
         task = self._spawn(self._run(group))
         self._running[task] = group
-        task.add_done_callback(self._running.pop)
+        # A callback, not a `finally`: a task cancelled before its first step never runs one.
+        task.add_done_callback(lambda done: self._group_ended(done, group))
         return task
+
+    def _group_ended(self, task: asyncio.Task[None], group: Group[Item]) -> None:
+        del self._running[task]
+        for entry in group.entries:
+            self._ended(entry)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
@@ -218,12 +221,17 @@ class Dispatcher(Generic[Item]):
         if not self.unfinished(partitions):
             return True
         if partitions is None:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # The workers first, so that none starts its object's next event meanwhile.
+            workers = self._tasks - self._running.keys()
+            for worker in workers:
+                worker.cancel()
+            await self._cancel(self._running)
+            await asyncio.gather(*workers, return_exceptions=True)
         else:
             self._drop_waiting(partitions)
-            await self._cancel_running(partitions)
+            await self._cancel(
+                {task: group for task, group in self._running.items() if group.touches(partitions)}
+            )
         return False
 
     def _drop_waiting(self, partitions: set[Partition]) -> None:
@@ -235,21 +243,21 @@ class Dispatcher(Generic[Item]):
             queue.clear()
             queue.extend(kept)
 
-    async def _cancel_running(self, partitions: set[Partition]) -> None:
-        cancelled = {
-            task: group for task, group in self._running.items() if group.touches(partitions)
-        }
+    async def _cancel(self, running: dict[asyncio.Task[None], Group[Item]]) -> None:
+        """Cancel running events, giving results already on their way out a moment to land."""
+        cancelled = dict(running)
         for task in cancelled:
             task.cancel()
         if not cancelled:
             return
         _, stuck = await asyncio.wait(cancelled, timeout=_DELIVERY_WAIT_SECONDS)
         if stuck:
-            # Their results could not be published in time (the broker is away): stop waiting.
-            # Should one still go out later, the partition's next owner publishes it again.
+            # Their results could not be published in time (the broker is away): give them
+            # up. Should one still reach Kafka, the partition's next owner publishes it again.
             for task in stuck:
                 task.cancel()
+            await asyncio.wait(stuck)
             logger.warning(
-                "handed over with results still being published",
+                "gave up results still being published",
                 extra={"events": sum(len(cancelled[task].entries) for task in stuck)},
             )

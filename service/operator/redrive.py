@@ -1,10 +1,13 @@
 """``regen-sync redrive``: republish dead-lettered events to the input topic.
 
 A dead letter holds the input record's value, key and headers unchanged, so republishing them
-gives the service the same event again, with the same id and therefore the same Zuora
-Idempotency-Key. The dead-letter topic is read from its beginning up to the end offsets taken
-at start, with manually assigned partitions and no consumer group: the run ends, nothing is
-committed, nothing is removed, and nothing it republishes (elsewhere) is read back.
+gives the service the same event again, with the same id, marked as re-driven once more
+(``regen-redrive``): Zuora keeps every answer under its Idempotency-Key, so a re-drive must
+start from keys of its own, or a fixed document would be answered the stored failure again.
+
+The dead-letter topic is read from its beginning up to the end offsets taken at start, with
+manually assigned partitions and no consumer group: the run ends, nothing is committed,
+nothing is removed, and nothing it republishes (elsewhere) is read back.
 
 Two passes keep memory proportional to the number of dead letters matching the filters, not
 to their size: the first reads every dead letter's headers and event attributes and chooses; the
@@ -38,6 +41,7 @@ from service.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON, DLQ_TRUNCATED_FR
 from service.operator.metadata import TopicInfo, connection_options, describe_topics, kafka_client
 from service.operator.output import Progress, Redactor, describe_error
 from service.operator.settings import KafkaClientSettings, load_kafka_client_settings
+from service.processing import REDRIVE_HEADER
 
 REDRIVEN_FROM = "regen-redriven-from"
 """Added to every republished record: the dead letter it came from, ``topic/partition/offset``."""
@@ -163,9 +167,12 @@ def _event_attributes(value: bytes | None) -> dict[str, str]:
 
 
 def redriven_headers(headers: Sequence[tuple[str, bytes]], origin: str) -> list[tuple[str, bytes]]:
-    """The input record's own headers, in their order, and where it was re-driven from."""
+    """The input record's own headers, in their order, where it was re-driven from, and the
+    re-drive count one above the record's own (so its Zuora Idempotency-Keys are new ones)."""
     kept = [(name, value) for name, value in headers if not name.startswith(_OWN_HEADER_PREFIX)]
-    return [*kept, (REDRIVEN_FROM, origin.encode())]
+    earlier = _last_header(headers, REDRIVE_HEADER) or "0"
+    count = int(earlier) + 1 if earlier.isascii() and earlier.isdigit() else 1
+    return [*kept, (REDRIVEN_FROM, origin.encode()), (REDRIVE_HEADER, str(count).encode())]
 
 
 # --- selection -----------------------------------------------------------------------------------

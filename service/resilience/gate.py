@@ -73,7 +73,7 @@ class UpstreamGate:
         if throttled:
             self._metrics.throttled.labels(self._upstream).inc()
         scope.observe(throttled=throttled, retry_after=retry_after, load=result.load)
-        await self.breaker.record(task.idempotency_key, outage=outage, probe=probe)
+        await self.breaker.record(task.identity, outage=outage, probe=probe)
         return GateResult(result, upstream_unavailable=outage and not self.breaker.closed)
 
     async def _admit_with_slot(self, scope: ScopeLimits) -> bool:

@@ -57,6 +57,10 @@ KEY_REUSED = "53100022"
 IN_PROGRESS = "50000050"
 LIMIT_EXCEEDED = "50000070"
 INTERNAL_ERROR = "50000099"
+# Turned away before any work: Zuora stores nothing under the Idempotency-Key for these.
+_REFUSED_BEFORE_PROCESSING = frozenset({401, 409, 429, 502, 503})
+# A gateway timeout: the request was processed, only its answer did not come back.
+_ANSWER_LOST = 504
 _CATEGORY_BY_STATUS = {401: "11", 403: "10", 404: "40", 409: "50", 429: "70"}
 
 _RATE_LIMIT_HEADERS = {
@@ -332,32 +336,46 @@ async def _process(
     raw: bytes,
     entry: LoggedRequest,
 ) -> Answer:
+    """Zuora's order: authentication, then the Idempotency-Key, then the work.
+
+    As Zuora does, every answer to a request that was processed (a success, success:false,
+    a 4xx, a 500) is stored under its Idempotency-Key and replayed verbatim for that key; a
+    request turned away before any work (401, 429, 503, a 502 from a gateway) stores nothing.
+    Injected faults follow the same rule: an injected 504 stands for a request that was
+    processed and whose answer the gateway lost, so the real answer is stored."""
     zuora = operation in ZUORA_OPERATIONS
     answer = _authenticate(state, operation, request)
-    fault = None
-    if answer is None:
-        fault = state.faults.take(operation, request.url.path, raw.decode("utf-8", "replace"))
+    if answer is not None:
+        return answer.with_headers(_zuora_headers(state, request)) if zuora else answer
+    store = state.idempotency if zuora and state.config.idempotency_store else None
+    key = request.headers.get("idempotency-key") if store is not None else None
+    if store is not None and key is not None:
+        answer, entry.replayed = store.claim(key, f"{request.method} {request.url.path}")
+        if answer is not None:  # a replay, 409 (still in progress) or 422 (another request)
+            return answer if entry.replayed else answer.with_headers(_zuora_headers(state, request))
+    fault = state.faults.take(operation, request.url.path, raw.decode("utf-8", "replace"))
     if fault is not None:
         entry.fault = fault.id
-        answer = _fault_answer(operation, fault.rule)
-    # Injected failures stand for requests that were never accepted, so they neither claim
-    # nor consume the Idempotency-Key.
-    store, key = state.idempotency, request.headers.get("idempotency-key")
-    claimed: str | None = None
-    if zuora and answer is None and key is not None:
-        answer, entry.replayed = store.claim(key, f"{request.method} {request.url.path}")
-        claimed = key if answer is None else None
+    stored: Answer | None = None
     try:
         await asyncio.sleep(state.latency_seconds(operation, fault))
-        if answer is None:
+        injected = _fault_answer(operation, fault.rule) if fault is not None else None
+        if injected is not None and injected.status in _REFUSED_BEFORE_PROCESSING:
+            return injected.with_headers(_zuora_headers(state, request)) if zuora else injected
+        if injected is None or injected.status == _ANSWER_LOST:
             call = Call(dict(request.path_params), dict(request.query_params), entry.body)
             answer = handler(state, call)
-        if zuora and not entry.replayed:
+        else:
+            answer = injected
+        if zuora:
             answer = answer.with_headers(_zuora_headers(state, request))
+        stored = answer
+        if injected is not None and injected.status == _ANSWER_LOST:
+            return injected.with_headers(_zuora_headers(state, request))
         return answer
     finally:
-        if claimed is not None:
-            store.release(claimed, answer)
+        if store is not None and key is not None:
+            store.release(key, stored)
 
 
 def _parse_body(operation: Operation, raw: bytes) -> Any:

@@ -25,6 +25,9 @@ class SandboxConfig(BaseModel):
     token_ttl_seconds: int = Field(default=3600, ge=1)
     # Maximum Zuora requests in flight at once; 0 means unlimited.
     concurrency_limit: int = Field(default=40, ge=0)
+    # Zuora keeps every processed answer under its Idempotency-Key for 24 h and replays it.
+    # Off only for experiments: tests must see the upstream as strict as it is.
+    idempotency_store: bool = True
 
 
 class _AnnouncingServer(uvicorn.Server):

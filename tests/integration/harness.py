@@ -304,6 +304,15 @@ class Sandbox:
     async def clear_faults(self) -> None:
         (await self._http.delete("/_sandbox/faults")).raise_for_status()
 
+    async def wait_for_requests(
+        self, operation: str, match: str, count: int = 1, timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """The sandbox has nothing to push: its log is polled until ``count`` requests are in."""
+        async with asyncio.timeout(timeout):
+            while len(logged := await self.requests(operation, match)) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        return logged
+
     async def stats(self) -> dict[str, Any]:
         response = await self._http.get("/_sandbox/stats")
         response.raise_for_status()

@@ -1,6 +1,6 @@
 """`regen-sync redrive` as a real process: the service dead-letters events, the command lists
-and republishes them, the service then succeeds with the same Idempotency-Key, and the
-dead-letter topic keeps every record."""
+and republishes them, the service then succeeds under Idempotency-Keys of the re-drive's own,
+and the dead-letter topic keeps every record."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from harness import (
 from service.devstack import TansuBroker, free_port
 from service.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON
 from service.operator.redrive import REDRIVEN_FROM
+from service.processing import REDRIVE_HEADER
 
 TRACEPARENT = ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 INVALID_JOURNAL_ID = "not a journal id!"
@@ -83,7 +84,7 @@ def billing_event(document: str) -> dict[str, Any]:
     return new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": document})
 
 
-async def test_redrive_republishes_dead_letters_that_then_succeed_with_the_same_key(
+async def test_redrive_republishes_dead_letters_that_then_succeed_under_new_keys(
     make_stack: Callable[..., Awaitable[Stack]], kafka_broker: TansuBroker
 ) -> None:
     # Its own sandbox, so clearing the faults touches no other test; failing events must
@@ -149,7 +150,8 @@ async def test_redrive_republishes_dead_letters_that_then_succeed_with_the_same_
     for operation, object_id in [("billing", document), ("invoice", account)]:
         calls = await stack.sandbox.requests(operation, match=object_id)
         assert [call["status"] for call in calls] == [503, 503, 200]
-        assert len({call["headers"]["idempotency-key"] for call in calls}) == 1
+        # Every answer renewed the key, and the re-drive started from a key of its own.
+        assert len({call["headers"]["idempotency-key"] for call in calls}) == 3
     republished = [
         record
         for record in await read_topic(kafka_broker, stack.topics.input)
@@ -164,6 +166,7 @@ async def test_redrive_republishes_dead_letters_that_then_succeed_with_the_same_
         assert record.headers == {
             TRACEPARENT[0]: TRACEPARENT[1],
             REDRIVEN_FROM: coordinates[event_id].encode(),
+            REDRIVE_HEADER: b"1",
         }
     assert sorted(map(origin, await read_topic(kafka_broker, stack.topics.dead_letter))) == sorted(
         coordinates.values()

@@ -60,7 +60,7 @@ async def test_success_false_with_a_permanent_code_fails_without_retry(
     assert int(dead.headers["regen-original-offset"]) >= 0
 
 
-async def test_success_false_with_a_transient_code_is_retried_with_the_same_key(
+async def test_success_false_with_a_transient_code_is_retried_under_a_new_key(
     sender: EventSender, watcher: ResultWatcher, sandbox: Sandbox
 ) -> None:
     subscription = unique("A-S")
@@ -77,10 +77,12 @@ async def test_success_false_with_a_transient_code_is_retried_with_the_same_key(
     assert data["attempts"] == 3
     requests = await sandbox.requests("booking", match=subscription)
     assert len(requests) == 3
-    assert len({r["headers"]["idempotency-key"] for r in requests}) == 1
+    # Zuora stored each failure under its key: repeating a key would only replay it.
+    assert len({r["headers"]["idempotency-key"] for r in requests}) == 3
+    assert not any(r["replayed"] for r in requests)
 
 
-async def test_429_retry_after_is_honoured_with_the_same_idempotency_key(
+async def test_429_retry_after_is_honoured_then_a_new_idempotency_key_is_used(
     sender: EventSender, watcher: ResultWatcher, sandbox: Sandbox
 ) -> None:
     document = unique("CM")
@@ -98,7 +100,7 @@ async def test_429_retry_after_is_honoured_with_the_same_idempotency_key(
     assert second["status"] == 200
     # Backoff alone would wait at most 0.5 s here; only Retry-After explains 1.5 s.
     assert second["received_at"] - first["answered_at"] >= 1.4
-    assert first["headers"]["idempotency-key"] == second["headers"]["idempotency-key"]
+    assert first["headers"]["idempotency-key"] != second["headers"]["idempotency-key"]
 
 
 async def test_persistent_5xx_ends_in_retries_exhausted(

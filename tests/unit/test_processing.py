@@ -19,7 +19,13 @@ from service.domain import (
     Succeeded,
 )
 from service.observability import Metrics
-from service.processing import EventProcessor, InputRecord, PendingEvent, RecordRefused
+from service.processing import (
+    REDRIVE_HEADER,
+    EventProcessor,
+    InputRecord,
+    PendingEvent,
+    RecordRefused,
+)
 
 
 def record(offset: int, value: object) -> InputRecord:
@@ -195,3 +201,22 @@ async def test_a_record_whose_reading_raises_still_gets_its_failed_event(
     assert result.data.reason is FailureReason.INTERNAL_ERROR  # type: ignore[union-attr]
     assert "RecursionError" in result.data.message  # type: ignore[union-attr]
     assert [offset for offset, _ in sink.dead_letters] == [3]
+
+
+@pytest.mark.parametrize(
+    ("headers", "redrive"),
+    [
+        ((), 0),
+        (((REDRIVE_HEADER, b"2"),), 2),
+        (((REDRIVE_HEADER, b"1"), (REDRIVE_HEADER, b"3")), 3),  # the last one is redrive's
+        (((REDRIVE_HEADER, b"two"),), 0),
+    ],
+)
+def test_a_re_driven_record_is_planned_with_its_re_drive_count(
+    headers: tuple[tuple[str, bytes], ...], redrive: int
+) -> None:
+    events = processor(MemorySink(), CountingRegenerator())
+    raw = json.dumps(journal_event("E1")).encode()
+    pending = events.read(InputRecord("input", 0, 0, b"key", raw, headers))
+    assert isinstance(pending.subject, RegenerationTask)
+    assert pending.subject.redrive == redrive

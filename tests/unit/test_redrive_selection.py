@@ -36,6 +36,7 @@ from service.operator.redrive import (
     redriven_headers,
     summary_notes,
 )
+from service.processing import REDRIVE_HEADER
 
 FAILED_AT = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 RECORD_TIME = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.UTC)
@@ -178,7 +179,16 @@ def test_republished_headers_are_the_inputs_own_plus_where_it_came_from() -> Non
 
     sent = redriven_headers(headers, "dlq/1/7")
 
-    assert sent == [*own, ("x", b"2"), (REDRIVEN_FROM, b"dlq/1/7")]
+    assert sent == [*own, ("x", b"2"), (REDRIVEN_FROM, b"dlq/1/7"), (REDRIVE_HEADER, b"1")]
+
+
+def test_each_redrive_of_an_event_counts_one_more_so_its_keys_are_new() -> None:
+    once = redriven_headers([("traceparent", b"00-ab")], "dlq/0/3")
+    # It failed again: its dead letter carries the re-driven record's headers.
+    twice = redriven_headers([*once, *dead_letter_headers()], "dlq/0/9")
+    assert dict(once)[REDRIVE_HEADER] == b"1"
+    assert dict(twice)[REDRIVE_HEADER] == b"2"
+    assert [name for name, _ in twice].count(REDRIVE_HEADER) == 1
 
 
 def test_header_names_are_matched_exactly() -> None:

@@ -1,6 +1,7 @@
 """The retry loop: attempts counted, Retry-After obeyed, call slots free while waiting."""
 
 import asyncio
+import itertools
 import json
 
 from service.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
@@ -43,11 +44,13 @@ class ScriptedUpstream:
     def __init__(self, scripts: dict[str, list[AttemptResult]]) -> None:
         self.scripts = scripts
         self.calls: list[str] = []
+        self.keys: list[str] = []
         self.called = asyncio.Event()
 
     async def attempt(self, task: RegenerationTask) -> AttemptResult:
         journal_id = task.event.data.journalId  # type: ignore[union-attr]
         self.calls.append(journal_id)
+        self.keys.append(task.idempotency_key)
         self.called.set()
         return self.scripts[journal_id].pop(0)
 
@@ -176,3 +179,56 @@ async def test_one_event_failing_on_its_own_does_not_open_the_circuit() -> None:
     assert isinstance(outcome.result, Failed)
     assert outcome.result.reason is FailureReason.RETRIES_EXHAUSTED
     assert outcome.attempts == 3
+
+
+# Each answer Zuora may give, in the order of the script below, and whether the next attempt
+# repeats the Idempotency-Key: only where the outcome is not known (yet).
+ANSWERS_AND_KEY_KEPT = [
+    (TransientFailure("no answer: ReadTimeout"), True),
+    (TransientFailure("in progress", 409), True),
+    (TransientFailure("bad gateway", 502), True),
+    (TransientFailure("gateway timeout", 504), True),
+    (TransientFailure("lock competition", 200, {"reasons": [{"code": "53100050"}]}), False),
+    (TransientFailure("server error", 500), False),
+    (TransientFailure("too many requests", 429), False),
+    (TransientFailure("unavailable", 503), False),
+]
+
+
+async def test_the_key_is_kept_only_while_the_outcome_is_unknown() -> None:
+    script = [answer for answer, _ in ANSWERS_AND_KEY_KEPT] + [Succeeded({})]
+    upstream = ScriptedUpstream({"J1": script})
+    task = journal_task("J1")
+    outcome = await regenerator(upstream, max_attempts=20).regenerate(task)
+    assert isinstance(outcome.result, Succeeded)
+    assert upstream.keys[0] == task.idempotency_key
+    kept = [later == earlier for earlier, later in itertools.pairwise(upstream.keys)]
+    assert kept == [key_kept for _, key_kept in ANSWERS_AND_KEY_KEPT]
+    assert len(set(upstream.keys)) == 5, "four answers renewed the key"
+
+
+async def test_a_redelivered_event_walks_the_same_keys() -> None:
+    def answers() -> list[AttemptResult]:
+        return [TransientFailure("busy", 500), TransientFailure("busy", 503), Succeeded({})]
+
+    first, redelivered = ScriptedUpstream({"J1": answers()}), ScriptedUpstream({"J1": answers()})
+    await regenerator(first).regenerate(journal_task("J1"))
+    await regenerator(redelivered).regenerate(journal_task("J1"))
+    assert first.keys == redelivered.keys
+    assert len(set(first.keys)) == 3
+
+
+def test_each_redrive_starts_from_keys_of_its_own() -> None:
+    task = journal_task("J1")
+    event = task.event
+    redriven, again = plan(event, redrive=1), plan(event, redrive=2)
+    keys = {
+        task.idempotency_key,
+        task.with_renewed_key().idempotency_key,
+        redriven.idempotency_key,
+        redriven.with_renewed_key().idempotency_key,
+        again.idempotency_key,
+    }
+    assert len(keys) == 5
+    assert redriven.identity == task.identity, "still one event to the circuit breaker"
+    assert all(len(key) <= 255 for key in keys)

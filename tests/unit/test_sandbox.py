@@ -368,7 +368,7 @@ async def test_key_reused_on_another_path_is_unprocessable(
 # --- fault injection ---------------------------------------------------------------------------
 
 
-async def test_fault_applies_given_times_and_is_not_stored_for_the_key(
+async def test_a_refusal_before_processing_is_not_stored_for_the_key(
     client: httpx.AsyncClient, auth: dict[str, str]
 ) -> None:
     fault_id = await _add_fault(client, operation="billing", kind="status", status=503, times=2)
@@ -386,6 +386,62 @@ async def test_fault_applies_given_times_and_is_not_stored_for_the_key(
         (503, fault_id, False),
         (200, None, False),
     ]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "success_false", "code": "53100050"},  # lock competition: transient, yet stored
+        {"kind": "status", "status": 500},
+        {"kind": "status", "status": 404},
+    ],
+    ids=["success-false", "500", "404"],
+)
+async def test_every_processed_answer_is_stored_and_replayed_for_its_key(
+    client: httpx.AsyncClient, auth: dict[str, str], fault: dict[str, object]
+) -> None:
+    await _add_fault(client, operation="billing", times=1, **fault)
+    body = {"type": "Invoice", "id": "i-1"}
+
+    first = await client.post(BILLING, json=body, headers={**auth, "Idempotency-Key": "k-1"})
+    again = await client.post(BILLING, json=body, headers={**auth, "Idempotency-Key": "k-1"})
+    fresh = await client.post(BILLING, json=body, headers={**auth, "Idempotency-Key": "k-2"})
+
+    assert first.status_code != 200 or first.json()["success"] is False
+    assert again.status_code == first.status_code
+    assert again.content == first.content, "the stored answer, not a new processing"
+    assert fresh.status_code == 200
+    assert fresh.json()["success"] is True, "a new key is processed afresh"
+    assert [e["replayed"] for e in await _log(client, "billing")] == [False, True, False]
+
+
+async def test_a_gateway_timeout_stands_for_a_processed_request_whose_answer_was_lost(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    await _add_fault(client, operation="billing", kind="status", status=504, times=1)
+    headers = {**auth, "Idempotency-Key": "k-lost"}
+    body = {"type": "Invoice", "id": "i-1"}
+
+    lost = await client.post(BILLING, json=body, headers=headers)
+    again = await client.post(BILLING, json=body, headers=headers)
+
+    assert lost.status_code == 504
+    assert again.status_code == 200
+    assert again.json()["success"] is True
+    assert [e["replayed"] for e in await _log(client, "billing")] == [False, True]
+
+
+async def test_the_store_can_be_turned_off_for_experiments() -> None:
+    async with _client(CONFIG.model_copy(update={"idempotency_store": False})) as client:
+        auth = await _auth(client)
+        await _add_fault(client, operation="billing", kind="status", status=500, times=1)
+        headers = {**auth, "Idempotency-Key": "k-1"}
+        body = {"type": "Invoice", "id": "i-1"}
+
+        statuses = [(await client.post(BILLING, json=body, headers=headers)).status_code]
+        statuses.append((await client.post(BILLING, json=body, headers=headers)).status_code)
+
+        assert statuses == [500, 200]
 
 
 async def test_429_fault_carries_retry_after(
