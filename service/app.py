@@ -78,6 +78,12 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         description="One event per input event that did not succeed (also dead-lettered).",
         schema=RegenerationFailed,
     )
+    # Any record the broker accepted on the input, of whatever size (events above
+    # max_event_bytes are invalid, but still dead-lettered), is fetched and dead-lettered whole;
+    # never less than a valid event plus room for the dead letter's headers.
+    max_request_bytes = max(
+        settings.kafka.max_request_bytes, settings.processing.max_event_bytes + 16_384
+    )
     sink = KafkaResultSink(
         succeeded,
         failed,
@@ -86,9 +92,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         | {
             "acks": "all",
             "enable_idempotence": settings.kafka.enable_idempotence,
-            # A dead letter is an input record of up to max_event_bytes plus our headers.
-            "max_request_size": max(1024 * 1024, settings.processing.max_event_bytes + 16_384),
+            "max_request_size": max_request_bytes,
         },
+        metrics=metrics,
         tracing=tracing,
     )
 
@@ -112,10 +118,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
                 metrics,
                 max_pause_seconds=settings.processing.max_retry_after_seconds,
                 share=share,
+                heavy_max_concurrency=heavy_max_concurrency,
             )
-            for upstream, upstream_settings in (
-                (Upstream.ZUORA, settings.zuora),
-                (Upstream.SOFTWAREONE, settings.softwareone),
+            for upstream, upstream_settings, heavy_max_concurrency in (
+                (Upstream.ZUORA, settings.zuora, settings.zuora.heavy_max_concurrency),
+                (Upstream.SOFTWAREONE, settings.softwareone, None),
             )
         },
         settings.processing,
@@ -158,8 +165,10 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         # decoding would run first and can raise on hostile input (RecursionError on deep
         # nesting), which would drop the record without an outcome.
         decoder=_undecoded,
-        # A record may be up to max_event_bytes; fetch sizes must let it through.
-        max_partition_fetch_bytes=max(1024 * 1024, settings.processing.max_event_bytes + 4096),
+        # Fetch sizes must let through any record the broker accepted: aiokafka skips a record
+        # larger than the partition's fetch size when a broker sends only part of it.
+        max_partition_fetch_bytes=max_request_bytes,
+        fetch_max_bytes=max(50 * 1024 * 1024, max_request_bytes),  # aiokafka's default: 50 MiB
         fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         # One handler call per poll, not per record: FastStream's per-call work (context,
         # dependency injection, middlewares) was a tenth of the CPU per event when per record.

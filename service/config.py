@@ -84,6 +84,18 @@ class KafkaSettings(BaseModel):
         description="Records handed over per poll; each is admitted on its own, so this only "
         "amortises the per-poll overhead.",
     )
+    max_request_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=100 * 1024 * 1024,
+        description="Largest record the service sends (a dead letter is the input record plus "
+        "about 1 KiB of headers) and what its consumer fetches per partition. Keep it above the "
+        "input topic's max.message.bytes, so that any record the broker accepted is read and "
+        "dead-lettered whole; the dead-letter topic's max.message.bytes must be at least as "
+        "large. Only a dead letter refused as too large (by the broker, or above this) is cut "
+        "to 64 KiB (regen_dead_letters_truncated_total). Values below the processing "
+        "max_event_bytes plus 16 KiB are raised to that.",
+    )
     group_instance_id: str | None = Field(
         default=None,
         min_length=1,
@@ -182,6 +194,20 @@ class ZuoraSettings(UpstreamHttpSettings):
         default=30_000,
         ge=1,
         description=_RATE_BUDGET,
+    )
+    heavy_max_concurrency: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description=_GROUP_BUDGET + "Invoice generation calls in progress at once (Zuora "
+        "allows fewer heavy requests at once than ordinary ones, about 20 of a tenant's 40); "
+        "they count towards max_concurrency too.",
+    )
+    invoice_api: Literal["action-generate", "billing-documents"] = Field(
+        default="action-generate",
+        description="How account.charges.fixed generates invoices: POST /v1/action/generate, "
+        "or POST /v1/accounts/{accountId}/billing-documents/generate, which tenants with "
+        "Orders or Invoice Settlement need (action/generate does not support them).",
     )
     client_id: str = Field(min_length=1)
     client_secret: SecretStr

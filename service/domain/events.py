@@ -17,6 +17,10 @@ Identifier = Annotated[
 ]
 JOURNAL_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 JournalId = Annotated[str, StringConstraints(pattern=JOURNAL_ID_PATTERN)]
+# Zuora account ids (32 hex digits) and account numbers; part of a URL path with the
+# billing-documents invoice API, so nothing that could step out of its path segment.
+ACCOUNT_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+AccountKey = Annotated[str, StringConstraints(pattern=ACCOUNT_KEY_PATTERN)]
 
 BILLING_DOCUMENT_FIXED = "billing.document.fixed"
 BOOKING_FIXED = "booking.fixed"
@@ -98,9 +102,16 @@ class BookingFixedData(RegenerationFlags):
 
 
 class AccountChargesFixedData(ZuoraScope):
-    accountId: Identifier
-    invoiceDate: dt.date
+    accountId: AccountKey = Field(description="Zuora account id or account number.")
+    invoiceDate: dt.date = Field(description="Invoice date (billing-documents: effectiveDate).")
     targetDate: dt.date
+    subscriptionIds: list[Identifier] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Only these subscriptions' charges (latest versions of active "
+        "subscriptions); needs REGEN_ZUORA__INVOICE_API=billing-documents.",
+    )
 
 
 class JournalFixedData(_EventData):

@@ -34,6 +34,12 @@ class Operation(StrEnum):
             return Upstream.SOFTWAREONE
         return Upstream.ZUORA
 
+    @property
+    def heavy(self) -> bool:
+        """Zuora counts invoice generation among its heavy requests, allowed fewer at once
+        than ordinary ones within the tenant's concurrency limit."""
+        return self is Operation.GENERATE_INVOICE
+
 
 @dataclass(frozen=True, slots=True)
 class RegenerationTask:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -10,7 +11,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, R
 from faststream.kafka.publisher.usecase import DefaultPublisher
 
 from service.domain import Failed, RegenerationSucceeded, ResultEvent
-from service.observability import Tracing
+from service.observability import Metrics, Tracing
 from service.processing import InputRecord, RecordRefused
 
 CLOUDEVENTS_JSON = "application/cloudevents+json; charset=UTF-8"
@@ -27,6 +28,8 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeE
 # What is kept of an input too large for the dead-letter topic: enough to identify it.
 _TRUNCATED_VALUE_BYTES = 64 * 1024
 
+logger = logging.getLogger(__name__)
+
 
 class KafkaResultSink:
     """Results go through FastStream publishers (documented in the AsyncAPI, measured by its
@@ -39,9 +42,11 @@ class KafkaResultSink:
         failed: DefaultPublisher,
         dead_letter_topic: str,
         producer_options: dict[str, Any],
+        metrics: Metrics,
         tracing: Tracing | None = None,
     ) -> None:
         self._tracing = tracing or Tracing.disabled()
+        self._metrics = metrics
         self._succeeded = succeeded
         self._failed = failed
         self._dead_letter_topic = dead_letter_topic
@@ -88,9 +93,11 @@ class KafkaResultSink:
             await self._dead_letter_producer.send_and_wait(
                 self._dead_letter_topic, value=record.value, key=record.key, headers=headers
             )
-        except _TOO_LARGE:
-            # The original bytes plus our headers exceed what the broker takes; a dead letter
-            # that identifies the record beats none (the input topic still holds it whole).
+        except _TOO_LARGE as refused:
+            # The original bytes plus our headers exceed what the broker takes (the dead-letter
+            # topic's max.message.bytes is below the input's) or REGEN_KAFKA__MAX_REQUEST_BYTES.
+            # A dead letter that identifies the record beats none, but it cannot be re-driven,
+            # and the input topic holds the original only until its retention runs out.
             value = record.value or b""
             truncated = [*headers, (DLQ_TRUNCATED_FROM, str(len(value)).encode())]
             try:
@@ -102,3 +109,17 @@ class KafkaResultSink:
                 )
             except _TOO_LARGE as error:
                 raise RecordRefused(f"the dead letter is too large: {error}") from error
+            self._metrics.dead_letters_truncated.labels(failure.reason).inc()
+            # Sizes and position only: the value may be anything, of any size.
+            logger.warning(
+                "dead letter truncated: the whole record was refused as too large",
+                extra=record.log_fields()
+                | {
+                    "dead_letter_topic": self._dead_letter_topic,
+                    "reason": failure.reason,
+                    "value_bytes": len(value),
+                    "kept_bytes": min(len(value), _TRUNCATED_VALUE_BYTES),
+                    "max_request_bytes": self._producer_options.get("max_request_size"),
+                    "error": type(refused).__name__,
+                },
+            )

@@ -62,6 +62,14 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.dead_letters_truncated = Counter(
+            "regen_dead_letters_truncated",
+            "Dead letters whose value was cut to 64 KiB because the whole record was refused as "
+            "too large (dead-letter topic's max.message.bytes below the input's, or above "
+            "REGEN_KAFKA__MAX_REQUEST_BYTES), by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "regen_events_in_flight",
             "Input records read and not yet finished (their offsets are not committable).",
@@ -154,6 +162,8 @@ class Metrics:
             for outcome in ("succeeded", "rejected", "transient"):
                 self.upstream_requests.labels(operation, outcome)
         self.results.labels(NO_OPERATION, "failed", FailureReason.INVALID_EVENT)
+        for reason in FailureReason:
+            self.dead_letters_truncated.labels(reason)
         for upstream in Upstream:
             self.circuit_state.labels(upstream)
             self.circuit_opened.labels(upstream)

@@ -11,7 +11,7 @@ from service.config import CircuitSettings, UpstreamHttpSettings
 from service.domain import AttemptResult, RegenerationTask, TransientFailure, Upstream
 from service.observability import Metrics
 from service.resilience.circuit import CircuitBreaker, CircuitState
-from service.resilience.limits import ScopeLimits
+from service.resilience.limits import AdaptiveConcurrency, ScopeLimits
 from service.resilience.share import GroupShare
 
 
@@ -33,13 +33,18 @@ class UpstreamGate:
         *,
         max_pause_seconds: float,
         share: GroupShare,
+        heavy_max_concurrency: int | None = None,
     ) -> None:
+        """``heavy_max_concurrency``: the group's budget of heavy calls (invoice generation)
+        at once, within ``limits.max_concurrency``; None when the upstream has none."""
         self._upstream = upstream
         self._limits = limits
         self._metrics = metrics
         self._max_pause_seconds = max_pause_seconds
         self._share = share
+        self._heavy_budget = heavy_max_concurrency
         self._scopes: dict[str, ScopeLimits] = {}
+        self._heavy_scopes: dict[str, AdaptiveConcurrency] = {}
         self.breaker = CircuitBreaker(
             upstream,
             failure_threshold=circuit.failure_threshold,
@@ -51,6 +56,24 @@ class UpstreamGate:
         self._reshared(share)
 
     async def call(
+        self, task: RegenerationTask, attempt: Callable[[], Awaitable[AttemptResult]]
+    ) -> GateResult:
+        heavy = self._heavy_scope(task.limit_scope) if task.operation.heavy else None
+        if heavy is None:
+            return await self._call(task, attempt)
+        # A heavy call holds a heavy slot and an ordinary one: it counts towards both limits.
+        await heavy.acquire()
+        try:
+            gated = await self._call(task, attempt)
+        finally:
+            heavy.release()
+        if isinstance(gated.result, TransientFailure) and gated.result.throttled:
+            heavy.throttled()
+        else:
+            heavy.answered()
+        return gated
+
+    async def _call(
         self, task: RegenerationTask, attempt: Callable[[], Awaitable[AttemptResult]]
     ) -> GateResult:
         scope = self._scope(task.limit_scope)
@@ -115,11 +138,26 @@ class UpstreamGate:
             )
         return scope
 
+    def _heavy_scope(self, name: str) -> AdaptiveConcurrency | None:
+        if self._heavy_budget is None:
+            return None
+        heavy = self._heavy_scopes.get(name)
+        if heavy is None:
+            heavy = self._heavy_scopes[name] = AdaptiveConcurrency(
+                self._share.of(self._heavy_budget), fraction=self._share.fraction
+            )
+        return heavy
+
     def _reshared(self, share: GroupShare) -> None:
-        for budget, value in (
-            ("max_concurrency", self._limits.max_concurrency),
-            ("requests_per_minute", self._limits.requests_per_minute),
-        ):
+        budgets = {
+            "max_concurrency": self._limits.max_concurrency,
+            "requests_per_minute": self._limits.requests_per_minute,
+        }
+        if self._heavy_budget is not None:
+            budgets["heavy_max_concurrency"] = self._heavy_budget
+            for heavy in self._heavy_scopes.values():
+                heavy.resize(share.of(self._heavy_budget), share.fraction)
+        for budget, value in budgets.items():
             self._metrics.budget_share.labels(self._upstream, budget).set(share.of(value))
         for scope in self._scopes.values():
             scope.reshare()

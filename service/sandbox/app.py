@@ -53,6 +53,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # Zuora reason codes: eight digits, the last two name the category of the error.
 AUTHENTICATION_ERROR = "90000011"
 INVALID_VALUE = "53100020"
+NOT_FOUND = "53100040"
 KEY_REUSED = "53100022"
 IN_PROGRESS = "50000050"
 LIMIT_EXCEEDED = "50000070"
@@ -281,6 +282,11 @@ def create_app(config: SandboxConfig) -> Starlette:
         ),
         Route("/v1/action/generate", _upstream("invoice", _generate_invoices), methods=["POST"]),
         Route(
+            "/v1/accounts/{accountKey}/billing-documents/generate",
+            _upstream("invoice", _generate_billing_documents),
+            methods=["POST"],
+        ),
+        Route(
             "/public/v1/billing/journals/{journalId}/regenerate",
             _upstream("journal", _regenerate_journal),
             methods=["POST"],
@@ -359,7 +365,7 @@ async def _process(
     stored: Answer | None = None
     try:
         await asyncio.sleep(state.latency_seconds(operation, fault))
-        injected = _fault_answer(operation, fault.rule) if fault is not None else None
+        injected = _fault_answer(operation, request.url.path, fault.rule) if fault else None
         if injected is not None and injected.status in _REFUSED_BEFORE_PROCESSING:
             return injected.with_headers(_zuora_headers(state, request)) if zuora else injected
         if injected is None or injected.status == _ANSWER_LOST:
@@ -421,7 +427,7 @@ def _zuora_headers(state: SandboxState, request: Request) -> dict[str, str]:
     return headers
 
 
-def _fault_answer(operation: Operation, rule: FaultRule) -> Answer | None:
+def _fault_answer(operation: Operation, path: str, rule: FaultRule) -> Answer | None:
     """The injected answer, or None when the fault only adds latency."""
     if isinstance(rule, LatencyFault):
         return None
@@ -432,7 +438,7 @@ def _fault_answer(operation: Operation, rule: FaultRule) -> Answer | None:
         headers["Retry-After"] = f"{rule.retry_after:.3f}".rstrip("0").rstrip(".") or "0"
     message = rule.message or "injected fault"
     if isinstance(rule, SuccessFalseFault):
-        if operation == "invoice":
+        if path == "/v1/action/generate":
             return _json(200, [_invoice_failure(rule.code or "UNKNOWN_ERROR", message)], headers)
         return _json(200, _rejected(rule.code or INTERNAL_ERROR, message), headers)
     if operation == "journal":
@@ -623,6 +629,34 @@ def _generate_invoice(item: Any) -> dict[str, Any]:
         "Success": True,
         "Id": _derived_id(item["AccountId"], item["InvoiceDate"], item["TargetDate"]),
     }
+
+
+def _generate_billing_documents(state: SandboxState, call: Call) -> Answer:
+    """Zuora's billing-documents/generate: the account's invoice (and, with Invoice
+    Settlement, credit memo) for the charges up to the target date."""
+    account = call.path_params["accountKey"]
+    body = call.body
+    if not isinstance(body, dict):
+        return _json(200, _rejected(INVALID_VALUE, "request body must be a JSON object"))
+    for name in ("effectiveDate", "targetDate"):
+        if not _is_date(body.get(name)):
+            return _json(200, _rejected(INVALID_VALUE, f"{name} must be a yyyy-mm-dd date"))
+    subscriptions = body.get("subscriptionIds")
+    if subscriptions is not None and (
+        not isinstance(subscriptions, list) or not all(_text(s) for s in subscriptions)
+    ):
+        return _json(200, _rejected(INVALID_VALUE, "subscriptionIds must be a list of ids"))
+    if account.startswith("missing-"):
+        return _json(200, _rejected(NOT_FOUND, f"Account {account} does not exist"))
+    identity = (account, body["effectiveDate"], body["targetDate"], *(subscriptions or ()))
+    return _json(
+        200,
+        {
+            "success": True,
+            "invoices": [{"id": _derived_id(*identity)}],
+            "creditMemos": [{"id": _derived_id(*identity, "credit")}],
+        },
+    )
 
 
 def _is_date(value: Any) -> bool:

@@ -1,7 +1,9 @@
 """Zuora: regenerate billing / booking transactions and generate an invoice.
 
-Every call carries the task's Idempotency-Key, so Zuora applies an event once however often
-it is sent; that is what makes retrying network errors and 5xx answers safe here.
+Every call carries the attempt's Idempotency-Key (see ``RegenerationTask``), so Zuora applies
+an attempt once however often it is sent; that is what makes repeating a request whose answer
+was lost safe here. Invoices are generated with ``POST /v1/action/generate`` or, on tenants
+with Orders or Invoice Settlement, ``POST /v1/accounts/{key}/billing-documents/generate``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -64,8 +67,18 @@ def track_id(event_id: str) -> str:
     return _TRACK_ID_UNSAFE.sub("_", event_id)[:64]
 
 
+InvoiceApi = Literal["action-generate", "billing-documents"]
+
+
+class NotExpressible(ValueError):
+    """The event asks for something the configured API cannot express."""
+
+
 def zuora_request(
-    task: RegenerationTask, *, billing_id_field: Literal["id", "documentId"] = "id"
+    task: RegenerationTask,
+    *,
+    billing_id_field: Literal["id", "documentId"] = "id",
+    invoice_api: InvoiceApi = "action-generate",
 ) -> ZuoraRequest:
     """The HTTP request a task becomes. Pure, so the exact wire format is unit-tested."""
     match task.event:
@@ -84,7 +97,21 @@ def zuora_request(
                 if getattr(data, name) is not None
             }
             path, query, scope = "/v1/uno-regenerate/booking-transaction", _flags(data), data
+        case AccountChargesFixed(data=data) if invoice_api == "billing-documents":
+            body = {
+                "effectiveDate": data.invoiceDate.isoformat(),
+                "targetDate": data.targetDate.isoformat(),
+            }
+            if data.subscriptionIds is not None:
+                body["subscriptionIds"] = list(data.subscriptionIds)
+            account = quote(data.accountId, safe="")
+            path, query, scope = f"/v1/accounts/{account}/billing-documents/generate", {}, data
         case AccountChargesFixed(data=data):
+            if data.subscriptionIds is not None:
+                raise NotExpressible(
+                    "subscriptionIds need REGEN_ZUORA__INVOICE_API=billing-documents: "
+                    "action/generate cannot limit an invoice to subscriptions"
+                )
             body = {
                 "type": "Invoice",
                 "objects": [
@@ -132,11 +159,19 @@ def interpret_answer(operation: Operation, response: httpx.Response) -> AttemptR
         )
     body = json_body(response)
     tracking = _tracking(response, body)
-    if operation is Operation.GENERATE_INVOICE:
+    if operation is Operation.GENERATE_INVOICE and isinstance(body, list):
         return _interpret_generate(status, body, tracking)
     if not isinstance(body, dict) or not isinstance(body.get("success"), bool):
-        # Repeating is safe: the Idempotency-Key replays whatever Zuora did the first time.
+        # An answer, so Zuora stored it: the next attempt goes out under a new key.
         return TransientFailure("Zuora answered 200 with an unreadable body", status)
+    if body["success"] and operation is Operation.GENERATE_INVOICE:
+        return Succeeded(
+            {
+                "invoiceIds": _ids(body.get("invoices")),
+                "creditMemoIds": _ids(body.get("creditMemos")),
+            }
+            | tracking
+        )
     if body["success"]:
         return Succeeded({"idList": list(body.get("idList") or [])} | tracking)
     reasons = _list(body.get("reasons"))
@@ -163,6 +198,11 @@ def _interpret_generate(status: int, body: Any, tracking: dict[str, Any]) -> Att
         {"Errors": errors} | tracking,
         status,
     )
+
+
+def _ids(documents: Any) -> list[Any]:
+    """The ids of billing-documents/generate's generated invoices or credit memos."""
+    return [item["id"] for item in _list(documents) if isinstance(item, dict) and "id" in item]
 
 
 def _list(value: Any) -> list[Any]:
@@ -198,7 +238,14 @@ class ZuoraClient:
         self._metrics = metrics
 
     async def attempt(self, task: RegenerationTask) -> AttemptResult:
-        request = zuora_request(task, billing_id_field=self._settings.billing_id_field)
+        try:
+            request = zuora_request(
+                task,
+                billing_id_field=self._settings.billing_id_field,
+                invoice_api=self._settings.invoice_api,
+            )
+        except NotExpressible as error:
+            return Failed(FailureReason.REJECTED, str(error))
         try:
             token = await self._tokens.bearer()
             response = await self._send(task, request, token)

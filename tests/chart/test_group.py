@@ -18,6 +18,7 @@ BUDGETS = {
     ("zuora", "requests_per_minute"): ("Zuora requests/minute", 30000),
     ("softwareone", "max_concurrency"): ("SoftwareOne concurrency", 10),
     ("softwareone", "requests_per_minute"): ("SoftwareOne requests/minute", 3000),
+    ("zuora", "heavy_max_concurrency"): ("Zuora invoice generation concurrency", 10),
 }
 INSTANCE_ID = "REGEN_KAFKA__GROUP_INSTANCE_ID"
 
@@ -121,7 +122,7 @@ def test_notes_assume_an_even_spread_when_the_partitions_are_unknown() -> None:
 )
 def test_notes_shares_follow_the_services_formula(partitions: int, low: int, high: int) -> None:
     config = {
-        "zuora": {"max_concurrency": 13, "requests_per_minute": 1000},
+        "zuora": {"max_concurrency": 13, "requests_per_minute": 1000, "heavy_max_concurrency": 12},
         "softwareone": {"max_concurrency": 12},
     }
     release = render_file("minimal", {**_autoscaled(partitions, low, high), "config": config})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
+from conftest import Stack
 from harness import EventSender, ResultWatcher, Sandbox, new_event, unique
 
 pytestmark = pytest.mark.usefixtures("regen_service")
@@ -111,6 +114,39 @@ async def test_account_charges_fixed_generates_an_invoice(
     data = result.json()["data"]
     assert data["operation"] == "generate_invoice"
     assert len(data["upstream"]["invoiceId"]) == 32
+
+
+async def test_account_charges_fixed_generates_billing_documents_on_tenants_with_orders(
+    make_stack: Callable[..., Awaitable[Stack]],
+) -> None:
+    stack = await make_stack("billing-documents", REGEN_ZUORA__INVOICE_API="billing-documents")
+    account = unique("ACC")
+    event = new_event(
+        "account.charges.fixed",
+        {
+            "accountId": account,
+            "invoiceDate": "2026-11-01",
+            "targetDate": "2026-11-30",
+            "subscriptionIds": ["8a8082c4-1", "8a8082c4-2"],
+        },
+    )
+    await stack.sender.send(event, key=account)
+
+    result = (await stack.watcher.wait_for([event["id"]]))[event["id"]]
+
+    [request] = await stack.sandbox.requests("invoice", match=account)
+    assert request["path"] == f"/v1/accounts/{account}/billing-documents/generate"
+    assert request["query"] == {}
+    assert request["body"] == {
+        "effectiveDate": "2026-11-01",
+        "targetDate": "2026-11-30",
+        "subscriptionIds": ["8a8082c4-1", "8a8082c4-2"],
+    }
+    assert request["headers"]["idempotency-key"].startswith("regen-sync-")
+    assert result.topic == stack.topics.succeeded
+    data = result.json()["data"]
+    assert data["operation"] == "generate_invoice"
+    assert [len(data["upstream"]["invoiceIds"]), len(data["upstream"]["creditMemoIds"])] == [1, 1]
 
 
 async def test_journal_fixed_regenerates_the_journal(

@@ -1,12 +1,23 @@
 """Circuit breaker and adaptive limits, with a hand-driven clock where time matters."""
 
 import asyncio
+import json
 
 import pytest
 from test_regeneration import journal_task
 
 from service.config import CircuitSettings, UpstreamHttpSettings
-from service.domain import AttemptResult, TransientFailure, Upstream, UpstreamLoad
+from service.domain import (
+    AttemptResult,
+    RegenerationTask,
+    Succeeded,
+    TransientFailure,
+    Upstream,
+    UpstreamLoad,
+    parse_event,
+    plan,
+)
+from service.domain.parsing import InvalidEvent
 from service.observability import Metrics
 from service.resilience import (
     AdaptiveConcurrency,
@@ -366,3 +377,54 @@ async def test_the_gate_exports_the_replicas_share_and_follows_each_rebalance() 
         == 12
     )
     assert calls == 1
+
+
+def zuora_task(event_type: str, data: dict[str, object], event_id: str) -> RegenerationTask:
+    raw = json.dumps(
+        {"specversion": "1.0", "id": event_id, "source": "s", "type": event_type, "data": data}
+    ).encode()
+    event = parse_event(raw, max_bytes=10_000)
+    assert not isinstance(event, InvalidEvent)
+    return plan(event)
+
+
+async def test_invoice_generation_gets_its_own_smaller_share_within_the_zuora_budget() -> None:
+    gate = UpstreamGate(
+        Upstream.ZUORA,
+        UpstreamHttpSettings(max_concurrency=12),
+        CircuitSettings(),
+        Metrics(),
+        max_pause_seconds=1,
+        share=GroupShare(2, 6),  # a third of the group's budgets: 4 calls, 2 of them heavy
+        heavy_max_concurrency=6,
+    )
+    running: dict[str, int] = {"invoice": 0, "billing": 0}
+    release = asyncio.Event()
+
+    async def call(kind: str) -> AttemptResult:
+        running[kind] += 1
+        await release.wait()
+        return Succeeded({})
+
+    invoices = [
+        zuora_task(
+            "account.charges.fixed",
+            {"accountId": f"A{n}", "invoiceDate": "2026-11-01", "targetDate": "2026-11-30"},
+            f"I{n}",
+        )
+        for n in range(5)
+    ]
+    billings = [
+        zuora_task(
+            "billing.document.fixed", {"documentType": "Invoice", "documentId": f"D{n}"}, f"B{n}"
+        )
+        for n in range(5)
+    ]
+    calls = [asyncio.create_task(gate.call(task, lambda: call("invoice"))) for task in invoices]
+    calls += [asyncio.create_task(gate.call(task, lambda: call("billing"))) for task in billings]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert running == {"invoice": 2, "billing": 2}, "heavy calls count towards both caps"
+    release.set()
+    await asyncio.gather(*calls)
+    assert running == {"invoice": 5, "billing": 5}

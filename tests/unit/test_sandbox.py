@@ -649,3 +649,60 @@ async def test_serve_answers_real_http_and_stops_on_cancel(
     async with httpx.AsyncClient(base_url=url) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get("/_sandbox/health")
+
+
+# --- billing-documents/generate ----------------------------------------------------------------
+
+BILLING_DOCUMENTS = "/v1/accounts/{}/billing-documents/generate"
+
+
+async def test_billing_documents_generate_answers_the_accounts_documents(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    body = {"effectiveDate": "2026-11-01", "targetDate": "2026-11-30", "subscriptionIds": ["S1"]}
+
+    response = await client.post(BILLING_DOCUMENTS.format("A00001"), json=body, headers=auth)
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["success"] is True
+    assert [len(answer["invoices"]), len(answer["creditMemos"])] == [1, 1]
+    assert (await _log(client, "invoice"))[-1]["path"] == BILLING_DOCUMENTS.format("A00001")
+
+
+@pytest.mark.parametrize(
+    ("account", "body", "code"),
+    [
+        ("A1", {"targetDate": "2026-11-30"}, "53100020"),
+        ("A1", {"effectiveDate": "2026-11-01", "targetDate": "30/11/2026"}, "53100020"),
+        (
+            "A1",
+            {"effectiveDate": "2026-11-01", "targetDate": "2026-11-30", "subscriptionIds": "S1"},
+            "53100020",
+        ),
+        ("missing-A1", {"effectiveDate": "2026-11-01", "targetDate": "2026-11-30"}, "53100040"),
+    ],
+    ids=["no-effective-date", "bad-date", "ids-not-a-list", "no-such-account"],
+)
+async def test_billing_documents_generate_refuses_with_success_false(
+    client: httpx.AsyncClient, auth: dict[str, str], account: str, body: dict[str, Any], code: str
+) -> None:
+    response = await client.post(BILLING_DOCUMENTS.format(account), json=body, headers=auth)
+
+    assert response.status_code == 200
+    assert response.json()["success"] is False
+    assert _reason_code(response) == code
+
+
+async def test_an_injected_success_false_takes_the_shape_of_the_route(
+    client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    await _add_fault(client, operation="invoice", kind="success_false", code="53100050")
+    body = {"effectiveDate": "2026-11-01", "targetDate": "2026-11-30"}
+
+    modern = await client.post(BILLING_DOCUMENTS.format("A1"), json=body, headers=auth)
+    older = await client.post(INVOICE, json=INVOICE_BODY, headers=auth)
+
+    assert modern.json()["success"] is False
+    assert _reason_code(modern) == "53100050"
+    assert older.json()[0]["Success"] is False

@@ -65,13 +65,95 @@ def test_booking_request_sends_only_given_identifiers_and_flags() -> None:
     assert request.headers["Idempotency-Key"] == task.idempotency_key
 
 
+INVOICE = (
+    "account.charges.fixed",
+    {"accountId": "A-1/../x", "invoiceDate": "2026-11-01", "targetDate": "2026-11-30"},
+)
+
+
+def test_an_account_key_that_could_leave_its_url_segment_is_an_invalid_event() -> None:
+    raw = json.dumps(
+        {"specversion": "1.0", "id": "e", "source": "s", "type": INVOICE[0], "data": INVOICE[1]}
+    ).encode()
+    invalid = parse_event(raw, max_bytes=100_000)
+    assert isinstance(invalid, InvalidEvent)
+    assert any("accountId" in problem for problem in invalid.problems)
+
+
+def test_invoice_with_action_generate() -> None:
+    data = INVOICE[1] | {"accountId": "8a8082c4"}
+    request = zuora_request(task_for(INVOICE[0], data))
+    assert request.path == "/v1/action/generate"
+    assert request.body == {
+        "type": "Invoice",
+        "objects": [
+            {"AccountId": "8a8082c4", "InvoiceDate": "2026-11-01", "TargetDate": "2026-11-30"}
+        ],
+    }
+
+
+def test_invoice_with_billing_documents_for_tenants_with_orders() -> None:
+    data = INVOICE[1] | {"accountId": "A00000001", "subscriptionIds": ["S1", "S2"]}
+    request = zuora_request(task_for(INVOICE[0], data), invoice_api="billing-documents")
+    assert request.path == "/v1/accounts/A00000001/billing-documents/generate"
+    assert request.body == {
+        "effectiveDate": "2026-11-01",
+        "targetDate": "2026-11-30",
+        "subscriptionIds": ["S1", "S2"],
+    }
+    without = zuora_request(
+        task_for(INVOICE[0], INVOICE[1] | {"accountId": "A00000001"}),
+        invoice_api="billing-documents",
+    )
+    assert "subscriptionIds" not in without.body
+
+
+async def test_subscription_ids_with_action_generate_are_refused_naming_the_setting() -> None:
+    client, _ = client_with(lambda request: token_answer())
+    data = INVOICE[1] | {"accountId": "A1", "subscriptionIds": ["S1"]}
+    result = await client.attempt(task_for(INVOICE[0], data))
+    assert isinstance(result, Failed)
+    assert result.reason is FailureReason.REJECTED
+    assert "REGEN_ZUORA__INVOICE_API=billing-documents" in result.message
+
+
+async def test_billing_documents_answers_carry_the_generated_documents() -> None:
+    answers = iter(
+        [
+            {"success": True, "invoices": [{"id": "I1"}], "creditMemos": [{"id": "C1"}]},
+            {"success": False, "reasons": [{"code": "53100050", "message": "locked"}]},
+            {"success": False, "reasons": [{"code": "53100040", "message": "no account"}]},
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return token_answer()
+        assert request.url.path == "/v1/accounts/A1/billing-documents/generate"
+        return httpx.Response(200, json=next(answers))
+
+    client, _ = client_with(
+        handler, SETTINGS.model_copy(update={"invoice_api": "billing-documents"})
+    )
+    task = task_for(INVOICE[0], INVOICE[1] | {"accountId": "A1"})
+    succeeded = await client.attempt(task)
+    assert isinstance(succeeded, Succeeded)
+    assert succeeded.upstream == {"invoiceIds": ["I1"], "creditMemoIds": ["C1"]}
+    assert isinstance(await client.attempt(task), TransientFailure)
+    refused = await client.attempt(task)
+    assert isinstance(refused, Failed)
+    assert refused.reason is FailureReason.REJECTED
+
+
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def client_with(handler: Handler) -> tuple[ZuoraClient, Metrics]:
+def client_with(
+    handler: Handler, settings: ZuoraSettings = SETTINGS
+) -> tuple[ZuoraClient, Metrics]:
     metrics = Metrics()
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ZuoraClient(SETTINGS, http, ZuoraTokens(SETTINGS, http, metrics), metrics), metrics
+    return ZuoraClient(settings, http, ZuoraTokens(settings, http, metrics), metrics), metrics
 
 
 def token_answer(token: str = "T1") -> httpx.Response:
@@ -106,7 +188,7 @@ async def test_success_false_carries_reasons_and_tracking() -> None:
     }
 
 
-async def test_unreadable_200_is_transient_because_the_key_makes_repeating_safe() -> None:
+async def test_unreadable_200_is_transient_and_tried_again_under_a_new_key() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth/token":
             return token_answer()

@@ -98,6 +98,7 @@ rounded down and at least 1 (service.resilience.share).
 {{- $budgets = append $budgets (dict "setting" (printf "config.%s.max_concurrency" $name) "label" (printf "%s concurrency" $label) "value" (dig $name "max_concurrency" (index $upstream 2) $.Values.config | int64)) }}
 {{- $budgets = append $budgets (dict "setting" (printf "config.%s.requests_per_minute" $name) "label" (printf "%s requests/minute" $label) "value" (dig $name "requests_per_minute" (index $upstream 3) $.Values.config | int64)) }}
 {{- end }}
+{{- $budgets = append $budgets (dict "setting" "config.zuora.heavy_max_concurrency" "label" "Zuora invoice generation concurrency" "value" (dig "zuora" "heavy_max_concurrency" 10 $.Values.config | int64)) }}
 {{- toJson $budgets }}
 {{- end }}
 

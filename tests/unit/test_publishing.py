@@ -1,0 +1,243 @@
+"""Dead letters, in memory: the input record's bytes are copied whole; only a copy the broker
+refuses as too large is cut to 64 KiB, counted and logged; and the service wires its producer and
+consumer for records up to REGEN_KAFKA__MAX_REQUEST_BYTES."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any, ClassVar, cast
+
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError
+from faststream.kafka.publisher.usecase import DefaultPublisher
+
+import service.app
+import service.kafka.publishing
+from service.config import load_settings
+from service.domain import Failed, FailureReason
+from service.kafka.publishing import DLQ_REASON, DLQ_TRUNCATED_FROM, KafkaResultSink
+from service.observability import Metrics
+from service.observability.logging import JsonFormatter
+from service.processing import InputRecord, RecordRefused
+
+DEAD_LETTER_TOPIC = "regen-sync.dead-letter"
+CUT_BYTES = 64 * 1024
+INPUT_HEADERS = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
+
+
+class FakeProducer:
+    """Takes records up to ``broker_limit`` bytes of value, like a broker whose topic has that
+    ``max.message.bytes``; larger ones fail as aiokafka fails a batch the broker refused."""
+
+    broker_limit: ClassVar[int] = 10 * 1024 * 1024
+    instances: ClassVar[list[FakeProducer]] = []
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.sent: list[dict[str, Any]] = []
+        self.refused: list[int] = []
+        FakeProducer.instances.append(self)
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def send_and_wait(self, topic: str, **record: Any) -> None:
+        if len(record["value"]) > self.broker_limit:
+            self.refused.append(len(record["value"]))
+            # Kafka's MESSAGE_TOO_LARGE (error code 10), as aiokafka raises it.
+            raise MessageSizeTooLargeError()
+        self.sent.append({"topic": topic, **record})
+
+
+@pytest.fixture(autouse=True)
+def fake_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeProducer]]:
+    monkeypatch.setattr(service.kafka.publishing, "AIOKafkaProducer", FakeProducer)
+    FakeProducer.instances = []
+    yield FakeProducer
+    FakeProducer.broker_limit = 10 * 1024 * 1024
+
+
+async def started_sink(metrics: Metrics) -> tuple[KafkaResultSink, FakeProducer]:
+    unused = cast(DefaultPublisher, object())
+    sink = KafkaResultSink(
+        unused,
+        unused,
+        DEAD_LETTER_TOPIC,
+        producer_options={"max_request_size": 8 * 1024 * 1024},
+        metrics=metrics,
+    )
+    await sink.start()
+    return sink, FakeProducer.instances[-1]
+
+
+def input_record(value: bytes) -> InputRecord:
+    return InputRecord("billing.data-fixed", 3, 1207, b"key-1", value, INPUT_HEADERS)
+
+
+def too_large_event(size: int) -> bytes:
+    # Not JSON that matters here: bytes of every value, so that a cut copy shows it is a prefix.
+    return bytes(range(256)) * (size // 256) + b"\xff" * (size % 256)
+
+
+def truncated(metrics: Metrics, reason: FailureReason) -> float:
+    value = metrics.registry.get_sample_value(
+        "regen_dead_letters_truncated_total", {"reason": reason.value}
+    )
+    assert value is not None, "the series is not exported"
+    return value
+
+
+INVALID = Failed(FailureReason.INVALID_EVENT, "the event is 1572864 bytes, above the limit")
+
+
+async def test_a_dead_letter_the_broker_takes_keeps_every_byte() -> None:
+    metrics = Metrics()
+    sink, producer = await started_sink(metrics)
+    value = too_large_event(1536 * 1024)
+
+    await sink.dead_letter(input_record(value), INVALID)
+
+    [sent] = producer.sent
+    assert sent["topic"] == DEAD_LETTER_TOPIC
+    assert sent["value"] == value
+    assert len(sent["value"]) == 1536 * 1024
+    assert sent["key"] == b"key-1"
+    assert sent["headers"][:1] == INPUT_HEADERS
+    assert (DLQ_REASON, b"invalid_event") in sent["headers"]
+    assert DLQ_TRUNCATED_FROM not in dict(sent["headers"])
+    assert truncated(metrics, FailureReason.INVALID_EVENT) == 0
+
+
+async def test_a_dead_letter_the_broker_refuses_is_cut_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = Metrics()
+    sink, producer = await started_sink(metrics)
+    FakeProducer.broker_limit = 1024 * 1024
+    value = too_large_event(1536 * 1024)
+
+    with caplog.at_level(logging.WARNING, logger="service.kafka.publishing"):
+        await sink.dead_letter(input_record(value), INVALID)
+
+    assert producer.refused == [len(value)]
+    [sent] = producer.sent
+    assert sent["value"] == value[:CUT_BYTES]
+    headers = dict(sent["headers"])
+    assert headers[DLQ_TRUNCATED_FROM] == str(len(value)).encode()
+    assert headers[DLQ_REASON] == b"invalid_event"
+    assert sent["headers"][:1] == INPUT_HEADERS
+    assert truncated(metrics, FailureReason.INVALID_EVENT) == 1
+    assert truncated(metrics, FailureReason.REJECTED) == 0
+
+    [line] = [entry for entry in caplog.records if entry.name == "service.kafka.publishing"]
+    assert line.levelno == logging.WARNING
+    written = json.loads(JsonFormatter().format(line))
+    assert written | {"time": "-"} == {
+        "time": "-",
+        "level": "WARNING",
+        "logger": "service.kafka.publishing",
+        "message": "dead letter truncated: the whole record was refused as too large",
+        "topic": "billing.data-fixed",
+        "partition": 3,
+        "offset": 1207,
+        "dead_letter_topic": DEAD_LETTER_TOPIC,
+        "reason": "invalid_event",
+        "value_bytes": len(value),
+        "kept_bytes": CUT_BYTES,
+        "max_request_bytes": 8 * 1024 * 1024,
+        "error": "MessageSizeTooLargeError",
+    }
+
+
+async def test_a_dead_letter_refused_even_when_cut_fails_the_event_without_counting() -> None:
+    metrics = Metrics()
+    sink, producer = await started_sink(metrics)
+    FakeProducer.broker_limit = 1024
+
+    with pytest.raises(RecordRefused, match="the dead letter is too large"):
+        await sink.dead_letter(input_record(too_large_event(1536 * 1024)), INVALID)
+
+    assert producer.refused == [1536 * 1024, CUT_BYTES]
+    assert producer.sent == []
+    assert truncated(metrics, FailureReason.INVALID_EVENT) == 0
+
+
+def test_every_reason_exports_a_zero_truncation_count_from_the_start() -> None:
+    metrics = Metrics()
+    exported = {reason: truncated(metrics, reason) for reason in FailureReason}
+    assert exported == dict.fromkeys(FailureReason, 0)
+
+
+# --- wiring --------------------------------------------------------------------------------------
+
+ENV = {
+    "REGEN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+    "REGEN_ZUORA__BASE_URL": "http://127.0.0.1:9",
+    "REGEN_ZUORA__CLIENT_ID": "client",
+    "REGEN_ZUORA__CLIENT_SECRET": "a-real-looking-secret",
+    "REGEN_SOFTWAREONE__BASE_URL": "http://127.0.0.1:9",
+    "REGEN_SOFTWAREONE__API_TOKEN": "a-real-looking-token",
+    "REGEN_SECRETS_DIR": "/nonexistent",
+}
+
+
+def wired_sizes(monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[int, dict[str, Any]]:
+    """The dead-letter producer's max_request_size and the input consumer's fetch sizes."""
+    for name in [name for name in os.environ if name.startswith("REGEN_")]:
+        monkeypatch.delenv(name)
+    for name, value in (ENV | env).items():
+        monkeypatch.setenv(name, value)
+    sinks: list[dict[str, Any]] = []
+
+    class RecordingSink(KafkaResultSink):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            sinks.append(kwargs["producer_options"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(service.app, "KafkaResultSink", RecordingSink)
+    app = service.app.create_app(load_settings())
+    [subscriber] = list(app.broker.subscribers)  # type: ignore[union-attr]
+    # FastStream keeps the AIOKafkaConsumer's arguments here (no public accessor).
+    consumer_options = subscriber._connection_args
+    fetch = {name: value for name, value in consumer_options.items() if "bytes" in name}
+    return sinks[0]["max_request_size"], fetch
+
+
+def test_producer_and_consumer_take_records_up_to_max_request_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    max_request_size, fetch = wired_sizes(monkeypatch)
+
+    assert max_request_size == 8 * 1024 * 1024
+    assert fetch["max_partition_fetch_bytes"] == 8 * 1024 * 1024
+    assert fetch["fetch_max_bytes"] >= fetch["max_partition_fetch_bytes"]
+
+
+def test_max_request_bytes_never_goes_below_a_valid_event_plus_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    max_request_size, fetch = wired_sizes(
+        monkeypatch,
+        REGEN_KAFKA__MAX_REQUEST_BYTES=str(2 * 1024 * 1024),
+        REGEN_PROCESSING__MAX_EVENT_BYTES=str(4 * 1024 * 1024),
+    )
+
+    assert max_request_size == 4 * 1024 * 1024 + 16_384
+    assert fetch["max_partition_fetch_bytes"] == 4 * 1024 * 1024 + 16_384
+
+
+def test_max_request_bytes_above_the_fetch_limit_raises_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    max_request_size, fetch = wired_sizes(
+        monkeypatch, REGEN_KAFKA__MAX_REQUEST_BYTES=str(64 * 1024 * 1024)
+    )
+
+    assert max_request_size == 64 * 1024 * 1024
+    assert fetch["max_partition_fetch_bytes"] == fetch["fetch_max_bytes"] == 64 * 1024 * 1024
