@@ -31,6 +31,7 @@ from service.kafka import (
     OffsetTracker,
     aiokafka_connection_options,
     kafka_security,
+    parse_records_with_any_headers,
 )
 from service.observability import Metrics, Tracing
 from service.processing import EventProcessor, PendingEvent
@@ -165,6 +166,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
         # decoding would run first and can raise on hostile input (RecursionError on deep
         # nesting), which would drop the record without an outcome.
         decoder=_undecoded,
+        parser=parse_records_with_any_headers,
         # Fetch sizes must let through any record the broker accepted: aiokafka skips a record
         # larger than the partition's fetch size when a broker sends only part of it.
         max_partition_fetch_bytes=max_request_bytes,

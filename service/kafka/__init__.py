@@ -2,7 +2,7 @@
 
 from service.kafka.connection import aiokafka_connection_options, kafka_security
 from service.kafka.dispatcher import Dispatcher, Group
-from service.kafka.intake import Intake
+from service.kafka.intake import Intake, parse_records_with_any_headers
 from service.kafka.offsets import OffsetTracker, Partition
 from service.kafka.publishing import KafkaResultSink
 
@@ -15,4 +15,5 @@ __all__ = [
     "Partition",
     "aiokafka_connection_options",
     "kafka_security",
+    "parse_records_with_any_headers",
 ]

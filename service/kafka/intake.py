@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 from faststream.kafka.message import KafkaMessage
 from faststream.kafka.subscriber.usecase import LogicSubscriber
+from faststream.message import StreamMessage
 
 from service.kafka.dispatcher import Dispatcher
 from service.kafka.offsets import OffsetTracker, Partition
@@ -36,6 +39,34 @@ _UNKNOWN_PARTITION_COUNT = 1_000_000
 """Stands in for a partition count the metadata lacks: it makes the share the minimum, 1."""
 LAG_LOOKUP_TIMEOUT_SECONDS = 5.0
 """Bound on the offset look-ups of one lag report; a report that times out is skipped."""
+
+
+async def parse_records_with_any_headers(
+    records: tuple[ConsumerRecord[Any, Any], ...],
+    parse: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    """The subscriber's parser: FastStream's own, for records with any header bytes.
+
+    FastStream decodes every header value as UTF-8, and a poll holding one that is not
+    (Kafka headers are bytes) raised before the handler ran: the records were lost without an
+    outcome. FastStream's decoded headers are not used here; the handler reads the records'
+    own, so they are handed on unchanged, bytes and all."""
+    try:
+        return await parse(records)
+    except UnicodeDecodeError:
+        readable = tuple(
+            dataclasses.replace(
+                record,
+                headers=[
+                    (name, value.decode("utf-8", "replace").encode())
+                    for name, value in record.headers
+                ],
+            )
+            for record in records
+        )
+        message = await parse(readable)
+        message.raw_message = records
+        return message
 
 
 class Intake:

@@ -87,3 +87,23 @@ async def test_every_bad_input_gets_a_failed_event_and_a_dead_letter(
     assert "sourceEventId" not in results[keys["not-json"].encode()].json()["data"]
     # Only the good journal event reached an upstream.
     assert len(await sandbox.requests()) == requests_before + 1
+
+
+async def test_header_bytes_that_are_not_utf8_neither_lose_the_record_nor_its_neighbours(
+    sender: EventSender, watcher: ResultWatcher
+) -> None:
+    # Kafka headers are bytes; FastStream's parser decoded them as UTF-8 and dropped the whole
+    # poll, silently, when one was not.
+    binary = ("signature", b"\xff\xfe\x00\x80")
+    run = unique("binary-header")
+    good = new_event("journal.fixed", {"journalId": unique("BJO")})
+    bad = json.dumps(new_event("invoice.deleted", {})).encode()
+    await sender.send(good, key=f"{run}-good", headers=[binary])
+    await sender.send(bad, key=f"{run}-bad", headers=[binary])
+
+    results = await watcher.wait_for_keys([f"{run}-good".encode(), f"{run}-bad".encode()])
+
+    assert results[f"{run}-good".encode()].topic == watcher.topics.succeeded
+    assert results[f"{run}-bad".encode()].topic == watcher.topics.failed
+    [dead] = await watcher.wait_for_dead_letters(1, lambda r: r.key == f"{run}-bad".encode())
+    assert dead.headers["signature"] == binary[1], "the dead letter keeps the header's bytes"
