@@ -171,17 +171,8 @@ _RATE_BUDGET = _GROUP_BUDGET + "Requests a minute (per Zuora entity when events 
 class UpstreamHttpSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     verify_tls: bool = Field(default=True, description="Never turn off outside a lab.")
-    max_concurrency: int = Field(
-        default=10,
-        ge=1,
-        le=1000,
-        description=_CONCURRENCY_BUDGET,
-    )
-    requests_per_minute: int = Field(
-        default=3000,
-        ge=1,
-        description=_RATE_BUDGET,
-    )
+    max_concurrency: int = Field(default=10, ge=1, le=1000, description=_CONCURRENCY_BUDGET)
+    requests_per_minute: int = Field(default=3000, ge=1, description=_RATE_BUDGET)
 
 
 class ZuoraSettings(UpstreamHttpSettings):
@@ -190,11 +181,7 @@ class ZuoraSettings(UpstreamHttpSettings):
     # tenant is shared with other integrations.
     max_concurrency: int = Field(default=20, ge=1, le=1000, description=_CONCURRENCY_BUDGET)
     # Production tenants allow 50,000 requests/min; an API Sandbox only 2,500.
-    requests_per_minute: int = Field(
-        default=30_000,
-        ge=1,
-        description=_RATE_BUDGET,
-    )
+    requests_per_minute: int = Field(default=30_000, ge=1, description=_RATE_BUDGET)
     heavy_max_concurrency: int = Field(
         default=10,
         ge=1,

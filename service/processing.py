@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -259,7 +259,7 @@ class EventProcessor:
         coalesced = subject is not leader
         if coalesced:
             self._tracing.link(pending.trace, served_by=first.trace)
-        await self._deliver(group, pending, event, result)
+        await _seen_through(self._deliver(group, pending, event, result))
         self._metrics.results.labels(
             operation,
             "failed" if isinstance(result, Failed) else "succeeded",
@@ -302,7 +302,7 @@ class EventProcessor:
                 origin=pending.record.origin,
                 now=dt.datetime.now(dt.UTC),
             )
-            await self._deliver(group, pending, event, failure)
+            await _seen_through(self._deliver(group, pending, event, failure))
             self._metrics.results.labels(NO_OPERATION, "failed", failure.reason).inc()
 
     async def _deliver(
@@ -313,30 +313,8 @@ class EventProcessor:
         result: Succeeded | Failed,
     ) -> None:
         """Dead letter first (for failures), then the result: once the result is out, the
-        record counts as finished (``group.finished``), and so does its trace.
-
-        Once begun, a delivery is seen through even when the event is cancelled (a partition
-        handed over, a shutdown): cut short, its records could still reach Kafka without the
-        event counting as finished, and the partition's next owner would publish them again.
-        A second cancellation (the broker is away, say) gives the delivery up."""
-        delivery = asyncio.ensure_future(self._deliver_now(group, pending, event, result))
-        try:
-            await asyncio.shield(delivery)
-        except asyncio.CancelledError:
-            try:
-                await asyncio.wait([delivery])
-            except asyncio.CancelledError:
-                delivery.cancel()  # cancelled again: the result is given up after all
-                raise
-            raise
-
-    async def _deliver_now(
-        self,
-        group: EventGroup,
-        pending: PendingEvent,
-        event: ResultEvent,
-        result: Succeeded | Failed,
-    ) -> None:
+        record counts as finished (``group.finished``), and so does its trace. Callers see it
+        through (``_seen_through``)."""
         record = pending.record
         with self._tracing.within(pending.trace):
             if isinstance(result, Failed):
@@ -382,3 +360,20 @@ class EventProcessor:
             "publishing failed; retrying",
             extra=record.log_fields() | {"error": repr(error), "attempt": state.attempt_number},
         )
+
+
+async def _seen_through(delivery: Coroutine[Any, Any, None]) -> None:
+    """Once begun, a delivery is seen through even when its event is cancelled (a partition
+    handed over, a shutdown): cut short, its records could still reach Kafka without the event
+    counting as finished, and the partition's next owner would publish them again. A second
+    cancellation (the broker is away, say) gives the delivery up."""
+    task = asyncio.ensure_future(delivery)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        raise
