@@ -256,7 +256,7 @@ class Dispatcher(Generic[Item]):
             # up. Should one still reach Kafka, the partition's next owner publishes it again.
             for task in stuck:
                 task.cancel()
-            await asyncio.wait(stuck)
+            await asyncio.wait(stuck, timeout=_DELIVERY_WAIT_SECONDS)
             logger.warning(
                 "gave up results still being published",
                 extra={"events": sum(len(cancelled[task].entries) for task in stuck)},

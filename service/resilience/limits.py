@@ -79,7 +79,7 @@ class AdaptiveConcurrency:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the slot was handed over just as we were cancelled
-            else:
+            elif waiter in self._waiters:  # a hand-over may have dropped it already
                 self._waiters.remove(waiter)
             raise
 

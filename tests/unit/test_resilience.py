@@ -153,6 +153,22 @@ async def test_a_cancelled_waiter_does_not_leak_a_slot() -> None:
     await asyncio.wait_for(limit.acquire(), 1)
 
 
+async def test_a_waiter_cancelled_just_before_a_hand_over_stays_cancelled() -> None:
+    # What a shutdown does: cancel the waiting events while slots are being freed. The hand-over
+    # drops the cancelled waiter; its cancellation must still end as one, not as an error (which
+    # the event would have turned into an internal_error result).
+    limit = AdaptiveConcurrency(1)
+    await limit.acquire()
+    waiting = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    limit.release()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert limit.in_use == 0
+    await asyncio.wait_for(limit.acquire(), 1)
+
+
 async def test_429_halves_the_cap_once_per_overload_then_it_climbs_back_when_quiet() -> None:
     clock = Clock()
     changes: list[int] = []
