@@ -35,11 +35,13 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
 
     send = commands.add_parser(
         "send",
-        help="publish a valid input event (from flags or a file) for a smoke test",
-        description="Publishes one input event to the configured input topic, validated as "
-        "the service validates it. Needs only the REGEN_KAFKA__* / REGEN_TOPICS__* settings. "
+        help="publish input events: one (from flags or a file), or one per row of a CSV / "
+        "JSONL file, optionally waiting for their results and writing a report",
+        description="Publishes one input event, or one per row of --csv / --jsonl, to the "
+        "configured input topic, validated as the service validates them (a batch is sent only "
+        "when every row is valid). Needs only the REGEN_KAFKA__* / REGEN_TOPICS__* settings. "
         "Exit 0 when sent (with --wait: succeeded), 1 when not delivered, failed or no result "
-        "in time, 2 for invalid configuration, arguments or event.",
+        "in time, 2 for invalid configuration, arguments, event or rows.",
     )
     send.add_argument("--file", help="the event as CloudEvents JSON ('-' for stdin)")
     send.add_argument(
@@ -61,9 +63,44 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         default=SEND_TIMEOUT_SECONDS,
         help="seconds to wait for results, and for each Kafka request (default %(default)g)",
     )
+    rows = send.add_argument_group(
+        "a batch from a file (with --type)",
+        "One event per row: the columns (CSV) or keys (JSON Lines) are the `data` fields of "
+        "--type. Every row is validated first; if one is invalid nothing is sent (exit 2) "
+        "unless --skip-invalid. Row n gets the event id <batch>-n, so the same file sent "
+        "again has the same ids and the same Zuora Idempotency-Keys. With --wait, the wait "
+        "ends when every row has its result, or when none came for --timeout seconds.",
+    )
+    rows.add_argument(
+        "--csv",
+        metavar="FILE",
+        help="a CSV file ('-' for stdin), header row of data field names; booleans "
+        "TRUE/FALSE/yes/no/1/0, whole numbers 2 or 2.0, dates YYYY-MM-DD, list fields "
+        "';'-separated, an empty cell for an absent field",
+    )
+    rows.add_argument(
+        "--jsonl", metavar="FILE", help="a JSON Lines file ('-' for stdin): a data object a line"
+    )
+    rows.add_argument(
+        "--batch",
+        metavar="NAME",
+        help="the event ids' prefix (default: batch- and 12 hex digits of the file's sha256)",
+    )
+    rows.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="send the valid rows, list the invalid ones, exit 1",
+    )
+    rows.add_argument(
+        "--report",
+        metavar="OUT.csv",
+        help="with --wait: one line per row: row, eventId, outcome (succeeded, failed, "
+        "no_result, invalid), reason, message, attempts, upstreamIds, deadLettered",
+    )
     add_event_arguments(send)
     send.set_defaults(operator_command=_send)
     _add_redrive(commands)
+    _add_trace(commands)
 
 
 def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,6 +148,12 @@ def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="only the event with this CloudEvent id (repeatable)",
     )
     redrive.add_argument(
+        "--csv",
+        metavar="REPORT.csv",
+        help="only the events listed in this CSV's eventId column, like repeating --event-id; "
+        "with an outcome column (a `send --report`), only the rows whose outcome is failed",
+    )
+    redrive.add_argument(
         "--limit", type=_positive_int, metavar="N", help="at most N, oldest failure first"
     )
     redrive.add_argument("--to", metavar="TOPIC", help="republish here instead of the input topic")
@@ -126,6 +169,42 @@ def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(default %(default)g)",
     )
     redrive.set_defaults(operator_command=_redrive)
+
+
+def _add_trace(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    trace = commands.add_parser(
+        "trace",
+        help="what happened to one event: its input records, dead letters and results",
+        description="Finds, within the window, the input records with this CloudEvent id "
+        "(re-driven ones included), its dead letters, and its results (data.sourceEventId; "
+        "also when another event's coalesced call served it), and prints them as a timeline, "
+        "oldest first. Each partition is read from the first offset of the window (ListOffsets "
+        "by timestamp) to its end at start, without a consumer group; nothing is committed. "
+        "Needs only the REGEN_KAFKA__* / REGEN_TOPICS__* settings. Exit 0 when the event has "
+        "an outcome (a result after its latest input record; a failure is one), 1 when it was "
+        "seen but has none yet, 2 when nothing of it is in the window or for invalid "
+        "configuration or arguments, 3 when Kafka could not be read.",
+    )
+    trace.add_argument("event_id", metavar="EVENT_ID", help="the input event's CloudEvent id")
+    trace.add_argument(
+        "--since",
+        default="24h",
+        metavar="DURATION",
+        help="how far back to look: 30s, 90m, 24h, 7d, or a sum such as 1h30m "
+        "(default %(default)s)",
+    )
+    trace.add_argument(
+        "--json", action="store_true", help="print one JSON document instead of the timeline"
+    )
+    trace.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds each Kafka request, and each wait for records, may take "
+        "(default %(default)g)",
+    )
+    trace.set_defaults(operator_command=_trace)
 
 
 def run_operator_command(arguments: argparse.Namespace) -> int | None:
@@ -152,6 +231,12 @@ def _redrive(arguments: argparse.Namespace) -> int:
     from service.operator.redrive import redrive_command
 
     return redrive_command(arguments)
+
+
+def _trace(arguments: argparse.Namespace) -> int:
+    from service.operator.trace import trace_command
+
+    return trace_command(arguments)
 
 
 def _positive_int(text: str) -> int:

@@ -102,7 +102,7 @@ def build_event(
 
 
 def _argument_options(field: FieldInfo, event_types: list[str]) -> dict[str, Any]:
-    kind = _value_type(field.annotation)
+    kind = value_type(field.annotation)
     notes = [
         note
         for note, applies in [
@@ -130,7 +130,7 @@ def _argument_options(field: FieldInfo, event_types: list[str]) -> dict[str, Any
     return options | {"metavar": "VALUE"}
 
 
-def _value_type(annotation: Any) -> Any:
+def value_type(annotation: Any) -> Any:
     """``Identifier | None`` -> ``str``: what one value on the command line is."""
     if get_origin(annotation) in (Union, types.UnionType):
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))

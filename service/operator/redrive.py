@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -40,6 +41,7 @@ from service.domain import FailureReason
 from service.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON, DLQ_TRUNCATED_FROM
 from service.operator.metadata import TopicInfo, connection_options, describe_topics, kafka_client
 from service.operator.output import Progress, Redactor, describe_error
+from service.operator.rows import RowsRefused, report_event_ids
 from service.operator.settings import KafkaClientSettings, load_kafka_client_settings
 from service.processing import REDRIVE_HEADER
 
@@ -49,10 +51,15 @@ REDRIVEN_FROM = "regen-redriven-from"
 # re-drive. None of them belongs on an input record.
 _OWN_HEADER_PREFIX = "regen-"
 _POLL_SECONDS = 0.5
+_ABSENT_LISTED = 20
 
 
 class RedriveRefused(Exception):
     """Arguments the command refuses before connecting to anything (exit 2)."""
+
+
+class NothingListed(Exception):
+    """--csv lists no event to re-drive (exit 0, nothing read or sent)."""
 
 
 class ReadStalled(Exception):
@@ -269,6 +276,9 @@ def redrive_command(arguments: argparse.Namespace) -> int:
     except (ConfigurationError, RedriveRefused) as error:
         print(f"regen-sync redrive: {error}", file=sys.stderr)
         return 2
+    except NothingListed as nothing:
+        print(f"regen-sync redrive: {nothing}; nothing re-driven")
+        return 0
     redact = Redactor(_secrets(settings.kafka))
     # Failures are reported once, below; aiokafka would log them again with tracebacks.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -288,12 +298,25 @@ def _options(arguments: argparse.Namespace, settings: KafkaClientSettings) -> Re
     target = arguments.to or topics.input
     if target in (topics.succeeded, topics.failed, topics.dead_letter):
         raise RedriveRefused(f"--to {target} is one of regen-sync's output topics")
+    event_ids = frozenset(arguments.event_id or ())
+    csv_path = getattr(arguments, "csv", None)
+    if csv_path is not None:
+        try:
+            listed = report_event_ids(Path(csv_path))
+        except RowsRefused as error:
+            raise RedriveRefused(f"--csv: {error}") from None
+        event_ids |= listed
+        if not event_ids:
+            # An empty id filter would select every dead letter.
+            raise NothingListed(
+                f"--csv {csv_path} lists no event id (with an outcome column: none failed)"
+            )
     return RedriveOptions(
         Selection(
             reasons=frozenset(arguments.reason or ()),
             since=since,
             until=until,
-            event_ids=frozenset(arguments.event_id or ()),
+            event_ids=event_ids,
         ),
         target=target,
         limit=arguments.limit,
@@ -359,12 +382,12 @@ async def _scan(
 ) -> Scan:
     partitions = [TopicPartition(topic.name, number) for number in topic.partitions]
     starts = await consumer.beginning_offsets(partitions)
-    # Fixed at start (see _read): dead letters written while this runs wait for the next run.
+    # Fixed at start (see read_ranges): dead letters written while this runs wait for the next run.
     ends = await consumer.end_offsets(partitions)
     ranges = {partition: range(starts[partition], ends[partition]) for partition in partitions}
     scan = Scan()
     progress = Progress("scanned", sum(len(offsets) for offsets in ranges.values()))
-    async for records in _read(consumer, ranges, seconds, to_high_watermark=True):
+    async for records in read_ranges(consumer, ranges, seconds, to_high_watermark=True):
         for record in records:
             dead_letter = read_dead_letter(record)
             verdict = selection.verdict(dead_letter)
@@ -377,7 +400,7 @@ async def _scan(
     return scan
 
 
-async def _read(
+async def read_ranges(
     consumer: AIOKafkaConsumer,
     ranges: dict[TopicPartition, range],
     seconds: float,
@@ -471,7 +494,7 @@ async def _republish(
     try:
         async with asyncio.timeout(seconds):
             await producer.start()
-        async with contextlib.aclosing(_read(consumer, ranges, seconds)) as batches:
+        async with contextlib.aclosing(read_ranges(consumer, ranges, seconds)) as batches:
             async for records in batches:
                 batch = [
                     (record, waiting.pop((record.partition, record.offset)))
@@ -580,7 +603,10 @@ def summary_notes(
         )
     chosen_ids = {dead_letter.event_id for dead_letter in choice.chosen}
     if absent := sorted(options.selection.event_ids - chosen_ids):
-        notes.append(f"no dead letter selected for event id {', '.join(absent)}")
+        # A --csv report can list thousands.
+        listed = ", ".join(absent[:_ABSENT_LISTED])
+        more = f" and {len(absent) - _ABSENT_LISTED} more" if len(absent) > _ABSENT_LISTED else ""
+        notes.append(f"no dead letter selected for event id {listed}{more}")
     return notes
 
 

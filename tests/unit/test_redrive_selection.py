@@ -8,6 +8,7 @@ import collections
 import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -29,6 +30,7 @@ from service.operator.redrive import (
     RedriveOptions,
     Selection,
     Verdict,
+    _options,
     as_utc,
     choose,
     read_dead_letter,
@@ -36,6 +38,7 @@ from service.operator.redrive import (
     redriven_headers,
     summary_notes,
 )
+from service.operator.settings import load_kafka_client_settings
 from service.processing import REDRIVE_HEADER
 
 FAILED_AT = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
@@ -418,3 +421,70 @@ def test_missing_kafka_settings_exit_2_naming_the_variable(
 ) -> None:
     assert redrive_command(redrive("--dry-run")) == 2
     assert "REGEN_KAFKA__BOOTSTRAP_SERVERS: Field required" in capsys.readouterr().err
+
+
+# --- --csv: the failed rows of a `send --report` -------------------------------------------------
+
+
+def write_report_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    lines = ["row,eventId,outcome,reason"]
+    lines += [f"{n},{event_id},{outcome}," for n, (event_id, outcome) in enumerate(rows, 1)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.usefixtures("unreachable_kafka")
+def test_csv_selects_the_failed_rows_like_repeated_event_ids(tmp_path: Path) -> None:
+    report = write_report_csv(
+        tmp_path / "report.csv",
+        [("b-1", "succeeded"), ("b-2", "failed"), ("b-3", "no_result"), ("b-4", "failed")],
+    )
+    arguments = redrive("--csv", str(report), "--event-id", "other-1", "--reason", "not_found")
+
+    options = _options(arguments, load_kafka_client_settings())
+
+    assert options.selection == Selection(
+        reasons=frozenset({"not_found"}), event_ids=frozenset({"b-2", "b-4", "other-1"})
+    )
+
+
+@pytest.mark.usefixtures("unreachable_kafka")
+def test_a_csv_without_failed_rows_redrives_nothing_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = write_report_csv(tmp_path / "report.csv", [("b-1", "succeeded")])
+
+    assert redrive_command(redrive("--csv", str(report))) == 0
+
+    out = capsys.readouterr().out
+    assert f"--csv {report} lists no event id" in out
+    assert "nothing re-driven" in out
+
+
+@pytest.mark.usefixtures("unreachable_kafka")
+def test_a_csv_without_an_event_id_column_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "ids.csv"
+    path.write_text("id\nb-1\n")
+
+    assert redrive_command(redrive("--csv", str(path))) == 2
+    assert "--csv: " in capsys.readouterr().err
+
+
+def test_a_long_list_of_absent_event_ids_is_cut() -> None:
+    options = RedriveOptions(
+        Selection(event_ids=frozenset(f"b-{n:02d}" for n in range(25))),
+        target="in",
+        limit=None,
+        dry_run=True,
+        seconds=1,
+    )
+
+    [note] = summary_notes(collections.Counter(), Choice([], 0, 0), options)
+
+    assert note == (
+        "no dead letter selected for event id "
+        + ", ".join(f"b-{n:02d}" for n in range(20))
+        + " and 5 more"
+    )
