@@ -1,13 +1,18 @@
 """The regen-sync demo: a local broker and upstream sandbox, the service, one event of each
-type plus a bad one, and what came out on the result topics. Everything is stopped at the end.
+type plus a bad one, and what came out on the result topics. Everything is stopped at the end,
+or, with ``--keep``, when you press Ctrl-C, so that the operator commands (``regen-sync send``,
+``trace``, ``redrive``) can be tried against the running stack from another shell.
 
-Run it with `bash scripts/demo.sh` (which sets up the virtualenv first).
+Run it with `bash scripts/demo.sh [--keep]` (which sets up the virtualenv first).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -123,6 +128,11 @@ def describe(name: str, record: Any) -> str:
 
 
 def main() -> int:
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument(
+        "--keep", action="store_true", help="keep the stack running until Ctrl-C (or SIGTERM)"
+    )
+    keep = options.parse_args().keep
     workdir = Path(tempfile.mkdtemp(prefix="regen-sync-demo-"))
     broker = TansuBroker(log_path=workdir / "tansu.log")
     sandbox_port, http_port = free_port(), free_port()
@@ -177,12 +187,28 @@ def main() -> int:
             if line.startswith("regen_results_total") and not line.endswith(" 0.0")
         ]
         print("\n" + "\n".join(results))
+        if keep:
+            wait_for_ctrl_c(broker.bootstrap_servers)
         return status
     finally:
         service.terminate()
         sandbox.terminate()
         broker.stop()
         print("stopped the service, the sandbox and the broker")
+
+
+def wait_for_ctrl_c(bootstrap: str) -> None:
+    print(
+        "\nthe stack stays up until Ctrl-C. The operator commands need only the Kafka settings;"
+        "\nin another shell, in this directory:\n"
+        f"\n  export REGEN_KAFKA__BOOTSTRAP_SERVERS={bootstrap} REGEN_KAFKA__ENABLE_IDEMPOTENCE=false"
+        "\n  .venv/bin/regen-sync send --type journal.fixed --journal-id BJO-1 --wait\n",
+        flush=True,
+    )
+    # SIGTERM ends the wait like Ctrl-C, through the same clean-up.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
 
 
 if __name__ == "__main__":
