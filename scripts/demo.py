@@ -201,7 +201,8 @@ def wait_for_ctrl_c(bootstrap: str) -> None:
     print(
         "\nthe stack stays up until Ctrl-C. The operator commands need only the Kafka settings;"
         "\nin another shell, in this directory:\n"
-        f"\n  export REGEN_KAFKA__BOOTSTRAP_SERVERS={bootstrap} REGEN_KAFKA__ENABLE_IDEMPOTENCE=false"
+        f"\n  export REGEN_KAFKA__BOOTSTRAP_SERVERS={bootstrap}"
+        " REGEN_KAFKA__ENABLE_IDEMPOTENCE=false"
         "\n  .venv/bin/regen-sync send --type journal.fixed --journal-id BJO-1 --wait\n",
         flush=True,
     )
