@@ -289,27 +289,15 @@ class ResultWatcher:
     """Reads the result topics from their end as it was before sending, without a consumer
     group (nothing to join, nothing committed), so it sees exactly the results that follow."""
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, floors: dict[TopicPartition, int]) -> None:
         self._consumer = consumer
+        self._floors = floors
 
     @classmethod
     async def start(
         cls, settings: KafkaClientSettings, topics: list[TopicInfo], request_seconds: float
     ) -> ResultWatcher:
-        consumer = AIOKafkaConsumer(
-            group_id=None,
-            enable_auto_commit=False,
-            **connection_options(settings.kafka, request_seconds),
-        )
-        await consumer.start()
-        partitions = [TopicPartition(t.name, number) for t in topics for number in t.partitions]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            # Fix the end positions now: a result published before this resolves would be
-            # skipped if resolving were left to the first fetch.
-            await consumer.position(partition)
-        return cls(consumer)
+        return cls(*await _read_from_the_end(settings, topics, request_seconds))
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -322,8 +310,10 @@ class ResultWatcher:
         deadline = time.monotonic() + seconds
         while pending and (left := deadline - time.monotonic()) > 0:
             batches = await self._consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
-            for records in batches.values():
+            for partition, records in batches.items():
                 for record in records:
+                    if record.offset < self._floors.get(partition, 0):
+                        continue  # older than this run (see _true_ends)
                     result = _json_object(record.value or b"")
                     source_id = _source_event_id(result)
                     if result is None or source_id not in pending:
@@ -688,23 +678,7 @@ class BatchWatcher:
         ids: BatchIds,
         seconds: float,
     ) -> BatchWatcher:
-        consumer = AIOKafkaConsumer(
-            group_id=None,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
-            **connection_options(settings.kafka, seconds),
-        )
-        await consumer.start()
-        try:
-            partitions = [TopicPartition(t.name, n) for t in topics for n in t.partitions]
-            consumer.assign(partitions)
-            await consumer.seek_to_end(*partitions)
-            for partition in partitions:
-                await consumer.position(partition)
-            floors = await _true_ends(consumer, partitions, seconds)
-        except BaseException:
-            await consumer.stop()
-            raise
+        consumer, floors = await _read_from_the_end(settings, topics, seconds)
         return cls(consumer, floors, settings.topics.dead_letter, outcomes, ids)
 
     async def stop(self) -> None:
@@ -767,6 +741,34 @@ class BatchWatcher:
             return False
         succeeded = document.get("type") == REGENERATION_SUCCEEDED
         return outcomes.record_result(number, ResultDetails.of(document, succeeded=succeeded))
+
+
+async def _read_from_the_end(
+    settings: KafkaClientSettings, topics: list[TopicInfo], seconds: float
+) -> tuple[AIOKafkaConsumer, dict[TopicPartition, int]]:
+    """A consumer of ``topics`` from their ends as they are before anything is sent, without a
+    consumer group (nothing to join, nothing committed), and those ends: what follows them are
+    the results of this run."""
+    consumer = AIOKafkaConsumer(
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+        **connection_options(settings.kafka, seconds),
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(t.name, n) for t in topics for n in t.partitions]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            # Fixed now: a result published before this resolves would be skipped if resolving
+            # were left to the first fetch.
+            await consumer.position(partition)
+        floors = await _true_ends(consumer, partitions, seconds)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, floors
 
 
 async def _true_ends(
