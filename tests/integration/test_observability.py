@@ -87,19 +87,27 @@ async def test_metrics_logs_and_health(
 async def test_consumer_lag_is_exported_per_partition_and_falls_to_zero(
     make_stack: Callable[..., Awaitable[Stack]],
 ) -> None:
-    stack = await make_stack("lag", start=False)
+    # Two journal calls at a time, 300 ms each: a backlog of 60 takes about 9 s to work off.
+    stack = await make_stack("lag", start=False, REGEN_SOFTWAREONE__MAX_CONCURRENCY="2")
     run = unique("LAG")
+    await stack.sandbox.fault(operation="journal", kind="latency", latencyMs=300, match=run)
     events = [new_event("journal.fixed", {"journalId": f"{run}-{n}"}) for n in range(60)]
     await stack.sender.send_many((event, f"{run}-{n}") for n, event in enumerate(events))
-    # Started behind a backlog of 60, the service reports lag and works it off to zero.
-    await asyncio.to_thread(stack.service.start)
-    await stack.watcher.wait_for([event["id"] for event in events])
 
-    def lag() -> list[float]:
+    def lag() -> list[float] | None:
+        """Every partition's lag, or None while one is not reported yet."""
         metrics = stack.service.metrics()
-        return [
-            metric(metrics, "regen_consumer_lag", topic=stack.topics.input, partition=str(n))
-            for n in range(PARTITIONS)
-        ]
+        try:
+            return [
+                metric(metrics, "regen_consumer_lag", topic=stack.topics.input, partition=str(n))
+                for n in range(PARTITIONS)
+            ]
+        except AssertionError:
+            return None
 
+    # Started behind the backlog, the service reports it on every partition, idle ones
+    # included, and works it off to zero.
+    await asyncio.to_thread(stack.service.start)
+    await eventually(lambda: sum(lag() or [0.0]) >= 30, timeout=30)
+    await stack.watcher.wait_for([event["id"] for event in events], timeout=60)
     await eventually(lambda: lag() == [0.0] * PARTITIONS, timeout=30)
