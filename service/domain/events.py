@@ -17,9 +17,10 @@ Identifier = Annotated[
 ]
 JOURNAL_ID_PATTERN = r"^[A-Za-z0-9-]{1,64}$"
 JournalId = Annotated[str, StringConstraints(pattern=JOURNAL_ID_PATTERN)]
-# Zuora account ids (32 hex digits) and account numbers; part of a URL path with the
-# billing-documents invoice API, so nothing that could step out of its path segment.
-ACCOUNT_KEY_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# Zuora account ids (32 hex digits) and account numbers (up to 70 characters); part of a URL
+# path with the billing-documents invoice API, so nothing that could step out of its path
+# segment: no slash, no leading dot (".."), nothing that needs escaping.
+ACCOUNT_KEY_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,69}$"
 AccountKey = Annotated[str, StringConstraints(pattern=ACCOUNT_KEY_PATTERN)]
 
 BILLING_DOCUMENT_FIXED = "billing.document.fixed"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from service.config import ZuoraSettings
 from service.domain import (
@@ -71,13 +72,24 @@ INVOICE = (
 )
 
 
-def test_an_account_key_that_could_leave_its_url_segment_is_an_invalid_event() -> None:
+@pytest.mark.parametrize("account", ["A-1/../x", "..", ".hidden", "A 1", "A?x=1", "a" * 71])
+def test_an_account_key_that_could_leave_its_url_segment_is_an_invalid_event(
+    account: str,
+) -> None:
+    data = INVOICE[1] | {"accountId": account}
     raw = json.dumps(
-        {"specversion": "1.0", "id": "e", "source": "s", "type": INVOICE[0], "data": INVOICE[1]}
+        {"specversion": "1.0", "id": "e", "source": "s", "type": INVOICE[0], "data": data}
     ).encode()
     invalid = parse_event(raw, max_bytes=100_000)
     assert isinstance(invalid, InvalidEvent)
     assert any("accountId" in problem for problem in invalid.problems)
+
+
+@pytest.mark.parametrize("account", ["8a8082c45f6e2f3f015f6f", "A00000001", "ACME_EU.0042"])
+def test_account_ids_and_numbers_go_into_the_path_as_they_are(account: str) -> None:
+    task = task_for(INVOICE[0], INVOICE[1] | {"accountId": account})
+    request = zuora_request(task, invoice_api="billing-documents")
+    assert request.path == f"/v1/accounts/{account}/billing-documents/generate"
 
 
 def test_invoice_with_action_generate() -> None:
