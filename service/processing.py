@@ -71,14 +71,20 @@ REDRIVE_HEADER = "regen-redrive"
 (its Zuora Idempotency-Keys start afresh with each re-drive)."""
 
 
+def redrive_count(headers: Sequence[tuple[str, bytes]]) -> int | None:
+    """The count of a record's last ``regen-redrive`` header (the one ``redrive`` added last);
+    None when it has none, or one that is not a number."""
+    values = [value for name, value in headers if name == REDRIVE_HEADER]
+    text = values[-1].decode("ascii", "replace") if values else ""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _redrive_count(record: InputRecord) -> int:
-    values = [value for name, value in record.headers if name == REDRIVE_HEADER]
-    text = values[-1].decode("ascii", "replace") if values else "0"
-    if not (text.isascii() and text.isdigit()):
+    count = redrive_count(record.headers)
+    if count is None and any(name == REDRIVE_HEADER for name, _ in record.headers):
         # Only `redrive` writes it; a hand-made value cannot be trusted to be new.
         logger.warning("unreadable re-drive header ignored", extra=record.log_fields())
-        return 0
-    return int(text)
+    return count or 0
 
 
 @dataclass(frozen=True, slots=True)

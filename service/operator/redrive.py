@@ -43,7 +43,7 @@ from service.operator.metadata import TopicInfo, connection_options, describe_to
 from service.operator.output import Progress, Redactor, describe_error
 from service.operator.rows import RowsRefused, report_event_ids
 from service.operator.settings import KafkaClientSettings, load_kafka_client_settings
-from service.processing import REDRIVE_HEADER
+from service.processing import REDRIVE_HEADER, redrive_count
 
 REDRIVEN_FROM = "regen-redriven-from"
 """Added to every republished record: the dead letter it came from, ``topic/partition/offset``."""
@@ -124,16 +124,16 @@ def read_dead_letter(record: Record) -> DeadLetter:
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        reason=_last_header(record.headers, DLQ_REASON),
+        reason=last_header(record.headers, DLQ_REASON),
         failed_at=_failed_at(record),
         event_id=attributes.get("id"),
         source=attributes.get("source"),
         event_type=attributes.get("type"),
-        truncated=_last_header(record.headers, DLQ_TRUNCATED_FROM) is not None,
+        truncated=last_header(record.headers, DLQ_TRUNCATED_FROM) is not None,
     )
 
 
-def _last_header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
+def last_header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
     # The last one is what regen-sync added when the record last failed: earlier ones can
     # only come from a producer copying a dead letter's headers into a new record.
     values = [value for key, value in headers if key == name]
@@ -143,7 +143,7 @@ def _last_header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
 def _failed_at(record: Record) -> dt.datetime:
     """The ``regen-failed-at`` header, or the dead letter's own timestamp (written at the
     same moment) when the header is missing or unreadable."""
-    text = _last_header(record.headers, DLQ_FAILED_AT)
+    text = last_header(record.headers, DLQ_FAILED_AT)
     if text is not None:
         try:
             return as_utc(dt.datetime.fromisoformat(text))
@@ -177,8 +177,7 @@ def redriven_headers(headers: Sequence[tuple[str, bytes]], origin: str) -> list[
     """The input record's own headers, in their order, where it was re-driven from, and the
     re-drive count one above the record's own (so its Zuora Idempotency-Keys are new ones)."""
     kept = [(name, value) for name, value in headers if not name.startswith(_OWN_HEADER_PREFIX)]
-    earlier = _last_header(headers, REDRIVE_HEADER) or "0"
-    count = int(earlier) + 1 if earlier.isascii() and earlier.isdigit() else 1
+    count = (redrive_count(headers) or 0) + 1
     return [*kept, (REDRIVEN_FROM, origin.encode()), (REDRIVE_HEADER, str(count).encode())]
 
 

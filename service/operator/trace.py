@@ -35,7 +35,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +54,9 @@ from service.kafka.publishing import (
 )
 from service.operator.metadata import connection_options, describe_topics, kafka_client
 from service.operator.output import Progress, Redactor, describe_error
-from service.operator.redrive import REDRIVEN_FROM, ReadStalled, Record, read_ranges
+from service.operator.redrive import REDRIVEN_FROM, ReadStalled, Record, last_header, read_ranges
 from service.operator.settings import KafkaClientSettings, load_kafka_client_settings
-from service.processing import REDRIVE_HEADER
+from service.processing import redrive_count
 
 UPSTREAM_ID_FIELDS = ("idList", "invoiceId", "invoiceIds", "creditMemoIds", "journalId")
 """The ``data.upstream`` fields of a succeeded result that name what the upstream made."""
@@ -329,7 +329,7 @@ class Collector:
         topic = record.topic
         headers = record.headers
         entry: Entry | None = None
-        if topic in self._dead_letters and _last_header(headers, DLQ_REASON) is not None:
+        if topic in self._dead_letters and last_header(headers, DLQ_REASON) is not None:
             entry = self._dead_letter(record, document)
         elif topic in self._results and document is not None:
             entry = self._result(record, document)
@@ -346,26 +346,26 @@ class Collector:
     def _input(self, record: Record, document: dict[str, Any]) -> Entry | None:
         if document.get("id") != self._event_id:
             return None
-        redriven_from = _last_header(record.headers, REDRIVEN_FROM)
+        redriven_from = last_header(record.headers, REDRIVEN_FROM)
         return Entry(
             **_place(record),
             what=What.RECEIVED if redriven_from is None else What.REDRIVEN,
             event_type=_string(document.get("type")),
             source=_string(document.get("source")),
-            redrive=_count(_last_header(record.headers, REDRIVE_HEADER)),
+            redrive=redrive_count(record.headers),
             redriven_from=redriven_from,
         )
 
     def _dead_letter(self, record: Record, document: dict[str, Any] | None) -> Entry | None:
         headers = record.headers
-        truncated = _last_header(headers, DLQ_TRUNCATED_FROM) is not None
+        truncated = last_header(headers, DLQ_TRUNCATED_FROM) is not None
         if document is not None:
             if document.get("id") != self._event_id:
                 return None
         elif not (truncated and record.value and self._names_id(record.value)):
             return None
         original = [
-            _last_header(headers, name)
+            last_header(headers, name)
             for name in (DLQ_ORIGINAL_TOPIC, DLQ_ORIGINAL_PARTITION, DLQ_ORIGINAL_OFFSET)
         ]
         document = document or {}
@@ -374,9 +374,9 @@ class Collector:
             what=What.DEAD_LETTERED,
             event_type=_string(document.get("type")),
             source=_string(document.get("source")),
-            reason=_last_header(headers, DLQ_REASON),
-            message=_last_header(headers, DLQ_MESSAGE),
-            redrive=_count(_last_header(headers, REDRIVE_HEADER)),
+            reason=last_header(headers, DLQ_REASON),
+            message=last_header(headers, DLQ_MESSAGE),
+            redrive=redrive_count(headers),
             input_record="/".join(part or "?" for part in original) if any(original) else None,
             truncated=truncated,
         )
@@ -443,16 +443,6 @@ def _json_object(value: bytes) -> dict[str, Any] | None:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     return document if isinstance(document, dict) else None
-
-
-def _last_header(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
-    # The last one is what regen-sync added last (see redrive._last_header).
-    values = [value for key, value in headers if key == name]
-    return values[-1].decode("utf-8", "replace") if values else None
-
-
-def _count(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isascii() and text.isdigit() else None
 
 
 def _string(value: Any) -> str | None:
