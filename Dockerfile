@@ -14,7 +14,7 @@ COPY pyproject.toml ./
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > requirements.txt \
  && pip install --requirement requirements.txt
 COPY README.md ./
-COPY service ./service
+COPY service/regen_sync ./service/regen_sync
 # pip compiles the bytecode here: at run time nothing can be written next to the sources.
 RUN pip install --no-deps .
 

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from service.domain import Upstream
+from regen_sync.domain import Upstream
 
 # One object of each kind in turn, so the four operations get a quarter of the events each.
 _KINDS = ("billing", "booking", "invoice", "journal")

@@ -12,7 +12,7 @@ from typing import Any
 
 # py-spy's raw format: "frame;frame;...;leaf count", each frame "function (file:line)".
 _LINE_NUMBER = re.compile(r":\d+\)$")
-# `python -m service run` runs the event loop in the main thread; other threads (anyio's
+# `python -m regen_sync run` runs the event loop in the main thread; other threads (anyio's
 # workers) are counted apart, since a worker waiting for work still shows as a sample.
 _MAIN_THREAD_ROOT = "_run_module_as_main"
 _SCAFFOLDING_SHARE = 0.99

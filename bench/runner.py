@@ -32,7 +32,7 @@ from bench.systems import (
     production_concurrency,
     regen_sync,
 )
-from service.domain import Upstream
+from regen_sync.domain import Upstream
 
 COALESCE_VARIABLE = "REGEN_PROCESSING__COALESCE"
 

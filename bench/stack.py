@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from service.devstack import ManagedProcess, TansuBroker, free_port
+from devstack import ManagedProcess, TansuBroker, free_port
 
 # Credentials of the local sandbox, which accepts whatever it is started with.
 CLIENT_ID = "bench-client"
@@ -39,8 +39,7 @@ class Stack:
         self.sandbox_url = f"http://127.0.0.1:{port}"
         self.sandbox = ManagedProcess(
             python_command(
-                "service",
-                "sandbox",
+                "regen_sync_sandbox",
                 port=port,
                 client_id=CLIENT_ID,
                 client_secret=CLIENT_SECRET,

@@ -8,9 +8,9 @@ from typing import Any
 
 from bench import naive, pipe
 from bench.stack import API_TOKEN, CLIENT_ID, CLIENT_SECRET, Stack, python_command
-from service.config import SoftwareOneSettings, UpstreamHttpSettings, ZuoraSettings
-from service.devstack import ManagedProcess, free_port
-from service.domain import Upstream
+from devstack import ManagedProcess, free_port
+from regen_sync.config import SoftwareOneSettings, UpstreamHttpSettings, ZuoraSettings
+from regen_sync.domain import Upstream
 
 ResultId = Callable[[Any], str]
 
@@ -66,7 +66,7 @@ def regen_sync(
     concurrency: Mapping[Upstream, int],
     env: Mapping[str, str] | None = None,
 ) -> SystemUnderTest:
-    """The service as deployed: ``python -m service run`` configured by REGEN_* variables,
+    """The service as deployed: ``python -m regen_sync run`` configured by REGEN_* variables,
     production defaults except for what the local stack needs, the concurrency caps, the
     request budgets and ``env``."""
     topics = {name: f"{prefix}.{name}" for name in ("input", "succeeded", "failed", "dlq")}
@@ -102,7 +102,7 @@ def regen_sync(
         **(env or {}),
     }
     process = ManagedProcess(
-        python_command("service", "run"),
+        python_command("regen_sync", "run"),
         env=settings,
         log_path=stack.workdir / f"{prefix}.regen-sync.log",
     )

@@ -1,7 +1,7 @@
 """Regenerates the parts of the regen-sync chart that are derived from other sources:
 
 - the ``config`` part of ``values.schema.json``, from the service's settings model
-  (``service.config.Settings``), so the chart accepts exactly the settings the service has, with
+  (``regen_sync.config.Settings``), so the chart accepts exactly the settings the service has, with
   the same types, bounds and enums;
 - ``README.md``, from ``README.tmpl.md``, the ``# --`` comments of ``values.yaml`` and the settings
   model's descriptions.
@@ -30,7 +30,7 @@ REPO_ROOT = CHART_DIR.parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from service.config import ENV_PREFIX, NESTED_DELIMITER, Settings  # noqa: E402
+from regen_sync.config import ENV_PREFIX, NESTED_DELIMITER, Settings  # noqa: E402
 
 VALUES_SCHEMA = CHART_DIR / "values.schema.json"
 VALUES = CHART_DIR / "values.yaml"
@@ -100,7 +100,7 @@ def config_schema() -> dict[str, Any]:
             properties[name] = _clean(prop)
     return {
         "type": "object",
-        "description": "Settings of the service (generated from service/config.py by "
+        "description": "Settings of the service (generated from service/regen_sync/config.py by "
         "helm/generate.py).",
         "additionalProperties": False,
         "properties": properties,

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from service.devstack import ManagedProcess, TansuBroker, free_port
+from devstack import ManagedProcess, TansuBroker, free_port
 
 TOPICS = {
     "input": "billing.data-fixed",
@@ -140,8 +140,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "service",
-            "sandbox",
+            "regen_sync_sandbox",
             "--port",
             str(sandbox_port),
             "--client-id",
@@ -155,7 +154,7 @@ def main() -> int:
     )
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     service = ManagedProcess(
-        [sys.executable, "-m", "service", "run"],
+        [sys.executable, "-m", "regen_sync", "run"],
         log_path=workdir / "service.log",
         env={
             "REGEN_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,

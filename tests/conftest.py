@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.devstack import TansuBroker
-from service.devstack.broker import BINARY_ENV
+from devstack import TansuBroker
+from devstack.broker import BINARY_ENV
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ KUBERNETES_DOC = REPO_ROOT / "docs" / "kubernetes.md"
 
 
 def test_values_schema_and_readme_are_generated_from_the_current_sources() -> None:
-    """Fails after a change to service/config.py, values.yaml or README.tmpl.md until
+    """Fails after a change to service/regen_sync/config.py, values.yaml or README.tmpl.md until
     `.venv/bin/python helm/generate.py` is run."""
     stale = [
         str(path.relative_to(REPO_ROOT))

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_dependencies_are_installed_in_their_own_cached_layer(stages: list[Stage
     copies_before = [args for kw, args in keywords[:install] if kw == "COPY"]
     assert copies_before == ["pyproject.toml ./"], "only the dependency list may come before"
     copies_after = [args for kw, args in keywords[install:] if kw == "COPY"]
-    assert "service ./service" in copies_after
+    assert "service/regen_sync ./service/regen_sync" in copies_after
 
 
 def test_runs_as_uid_10001_from_the_entrypoint_regen_sync_run(stages: list[Stage]) -> None:
@@ -173,13 +174,19 @@ def build_context() -> Iterator[Path]:
             yield path
 
 
-def test_build_context_holds_the_package_and_nothing_else() -> None:
+def test_build_context_holds_the_service_package_and_nothing_else() -> None:
     context = {path.relative_to(REPO_ROOT).as_posix() for path in build_context()}
     tracked = subprocess.run(
-        ["git", "ls-files", "service"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files", "service/regen_sync"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert {"pyproject.toml", "README.md", *tracked} <= context
-    assert {top.split("/")[0] for top in context} == {"pyproject.toml", "README.md", "service"}
+    # The sandbox and the local-broker tooling are dev-only: they never reach the image.
+    assert {path.split("/")[0] for path in context} == {"pyproject.toml", "README.md", "service"}
+    assert {path.split("/")[1] for path in context if "/" in path} == {"regen_sync"}
     assert not [path for path in context if "__pycache__" in path or path.endswith(".pyc")]
 
 
@@ -265,7 +272,7 @@ def test_the_installed_entrypoint_runs_without_writing_anything(image_venv: Path
     # The entrypoint imports the application only once configured: every dependency of it
     # must be installed all the same.
     subprocess.run(
-        ["python", "-c", "import service.app, service.operator.check"], env=env, check=True
+        ["python", "-c", "import regen_sync.app, regen_sync.operator.check"], env=env, check=True
     )
     # A read-only root filesystem would have refused any of these writes.
     assert _files(image_venv) == before
@@ -309,3 +316,10 @@ def test_healthcheck_fails_when_nothing_listens(image_venv: Path) -> None:
         port = unused.getsockname()[1]
     env = _runtime_env(image_venv) | {"REGEN_HTTP__PORT": str(port)}
     assert subprocess.run(command, env=env, capture_output=True, timeout=30).returncode != 0
+
+
+def test_the_runtime_dependencies_leave_the_sandbox_to_its_extra() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {re.split(r"[\[=<>]", dependency)[0] for dependency in project["dependencies"]}
+    assert "starlette" not in runtime
+    assert [d.split("==")[0] for d in project["optional-dependencies"]["sandbox"]] == ["starlette"]

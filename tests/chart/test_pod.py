@@ -9,7 +9,7 @@ import helm_python
 import pytest
 from rendering import VALUES_FILES, Release, render_file
 
-from service.config import ProcessingSettings
+from regen_sync.config import ProcessingSettings
 
 # The image's TMPDIR: the one directory the process writes to.
 IMAGE_TMPDIR = "/tmp"  # noqa: S108

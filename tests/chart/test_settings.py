@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from rendering import Release, chart_default_values, generator, render, render_file
 
-from service.config import Settings, load_settings
+from regen_sync.config import Settings, load_settings
 
 # What the existing Secrets named in the values files hold, by Secret name.
 EXISTING_SECRETS = {

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from harness import EventSender, ResultWatcher, Sandbox, Topics, unique
 
-from service.devstack import ManagedProcess, TansuBroker, free_port
+from devstack import ManagedProcess, TansuBroker, free_port
 
 PARTITIONS = 6
 SANDBOX_CLIENT_ID = "it-client"
@@ -59,14 +59,13 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_sandbox_process(log_path: Path, *flags: str) -> tuple[ManagedProcess, str]:
-    """`regen-sync sandbox` on a free port with the test credentials; returns it and its URL."""
+    """`regen-sync-sandbox` on a free port with the test credentials; returns it and its URL."""
     port = free_port()
     process = ManagedProcess(
         [
             sys.executable,
             "-m",
-            "service",
-            "sandbox",
+            "regen_sync_sandbox",
             "--port",
             str(port),
             "--client-id",
@@ -133,7 +132,7 @@ class ServiceProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.process = ManagedProcess(
-            [sys.executable, "-m", "service", "run"], env=env, log_path=log_path
+            [sys.executable, "-m", "regen_sync", "run"], env=env, log_path=log_path
         )
         self.http_url = f"http://127.0.0.1:{env['REGEN_HTTP__PORT']}"
 

@@ -19,7 +19,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.devstack import TansuBroker
+from devstack import TansuBroker
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ class EventSender:
 
 
 class Sandbox:
-    """The control API of `regen-sync sandbox`."""
+    """The control API of `regen-sync-sandbox`."""
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
@@ -357,7 +357,7 @@ async def regen_sync(*arguments: str, env: dict[str, str], timeout: float = 60) 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service",
+        "regen_sync",
         *arguments,
         env=base | env,
         stdout=asyncio.subprocess.PIPE,

@@ -20,7 +20,7 @@ from harness import (
     unique,
 )
 
-from service.devstack import TansuBroker
+from devstack import TansuBroker
 
 
 @pytest.mark.usefixtures("regen_service")

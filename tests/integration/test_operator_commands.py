@@ -21,7 +21,7 @@ from harness import (
     unique,
 )
 
-from service.devstack import TansuBroker, free_port
+from devstack import TansuBroker, free_port
 
 CHECK_NAMES = [
     "configuration",

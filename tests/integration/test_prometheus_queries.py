@@ -17,7 +17,7 @@ import yaml
 from conftest import ServiceProcess
 from harness import EventSender, ResultWatcher, Sandbox, eventually, new_event, unique
 
-from service.devstack import ManagedProcess, free_port
+from devstack import ManagedProcess, free_port
 
 NAMESPACE = "regen-e2e"
 JOB = "regen-sync"

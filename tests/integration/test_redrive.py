@@ -25,10 +25,10 @@ from harness import (
     unique,
 )
 
-from service.devstack import TansuBroker, free_port
-from service.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON
-from service.operator.redrive import REDRIVEN_FROM
-from service.processing import REDRIVE_HEADER
+from devstack import TansuBroker, free_port
+from regen_sync.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON
+from regen_sync.operator.redrive import REDRIVEN_FROM
+from regen_sync.processing import REDRIVE_HEADER
 
 TRACEPARENT = ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 INVALID_JOURNAL_ID = "not a journal id!"

@@ -32,7 +32,7 @@ from harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from test_tansu_broker import drain, group_consumer, positions, producer
 
-from service.devstack import LocalS3, TansuBroker
+from devstack import LocalS3, TansuBroker
 
 pytestmark = pytest.mark.reliability
 

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from conftest import PARTITIONS, Stack
 from harness import kafka_only, regen_sync, unique
 
-from service.devstack import TansuBroker
+from devstack import TansuBroker
 
 MB = 1024 * 1024
 
@@ -303,7 +303,7 @@ def _run_measured(arguments: list[str], env: dict[str, str], log: Path) -> tuple
                 str(peak),
                 sys.executable,
                 "-m",
-                "service",
+                "regen_sync",
                 *arguments,
             ],
             env=base | env,

@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.devstack import TansuBroker, TansuError
+from devstack import TansuBroker, TansuError
 
 pytestmark = pytest.mark.integration
 

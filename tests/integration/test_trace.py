@@ -22,7 +22,7 @@ from harness import (
     unique,
 )
 
-from service.devstack import TansuBroker
+from devstack import TansuBroker
 
 SLOW_CALL_MS = 5000
 COLUMNS = ("TIME", "RECORD", "WHAT", "REASON", "ATTEMPTS", "DETAILS")

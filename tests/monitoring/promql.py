@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from service.observability import Metrics
+from regen_sync.observability import Metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_FILES = REPO_ROOT / "helm" / "regen-sync" / "files"

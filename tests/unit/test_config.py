@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigurationError, load_settings
+from regen_sync.config import ConfigurationError, load_settings
 
 VALID = {
     "REGEN_KAFKA__BOOTSTRAP_SERVERS": "k1:9092, k2:9092",
@@ -90,7 +90,7 @@ def test_run_fails_fast_naming_the_setting_and_hiding_secrets() -> None:
         k: v for k, v in VALID.items() if k != "REGEN_KAFKA__BOOTSTRAP_SERVERS"
     }
     completed = subprocess.run(
-        [sys.executable, "-m", "service", "run"],
+        [sys.executable, "-m", "regen_sync", "run"],
         env=env,
         capture_output=True,
         text=True,

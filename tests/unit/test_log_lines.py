@@ -3,7 +3,7 @@ of what was held back; the service's own lines are never held back."""
 
 import logging
 
-from service.observability.logging import RepeatLimiter
+from regen_sync.observability.logging import RepeatLimiter
 
 
 class Clock:
@@ -39,5 +39,5 @@ def test_a_repeated_aiokafka_message_passes_once_per_interval_with_the_count_hel
 def test_the_services_own_lines_are_never_held_back() -> None:
     limiter = RepeatLimiter("aiokafka", interval_seconds=10, clock=Clock())
     assert all(
-        limiter.filter(record("service.processing", "regeneration failed")) for _ in range(50)
+        limiter.filter(record("regen_sync.processing", "regeneration failed")) for _ in range(50)
     )

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from service.kafka import Dispatcher, Group, Intake, OffsetTracker, Partition
-from service.kafka import intake as intake_module
-from service.observability import Metrics
-from service.resilience import GroupShare
+from regen_sync.kafka import Dispatcher, Group, Intake, OffsetTracker, Partition
+from regen_sync.kafka import intake as intake_module
+from regen_sync.observability import Metrics
+from regen_sync.resilience import GroupShare
 
 P0 = Partition("input", 0)
 P1 = Partition("input", 1)

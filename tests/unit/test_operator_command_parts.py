@@ -16,12 +16,17 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from service.config import ConfigurationError
-from service.domain import InvalidEvent, parse_event
-from service.operator import add_operator_commands
-from service.operator.check import configuration_summary, secrets_of
-from service.operator.event_flags import DATA_MODELS, build_event, event_from_arguments, flag_name
-from service.operator.output import (
+from regen_sync.config import ConfigurationError
+from regen_sync.domain import InvalidEvent, parse_event
+from regen_sync.operator import add_operator_commands
+from regen_sync.operator.check import configuration_summary, secrets_of
+from regen_sync.operator.event_flags import (
+    DATA_MODELS,
+    build_event,
+    event_from_arguments,
+    flag_name,
+)
+from regen_sync.operator.output import (
     CheckResult,
     Progress,
     Redactor,
@@ -29,9 +34,9 @@ from service.operator.output import (
     describe_error,
     format_duration,
 )
-from service.operator.send import SendRefused, copies, describe_result, prepare
-from service.operator.settings import load_kafka_client_settings
-from service.sandbox import SandboxConfig, create_app
+from regen_sync.operator.send import SendRefused, copies, describe_result, prepare
+from regen_sync.operator.settings import load_kafka_client_settings
+from regen_sync_sandbox import SandboxConfig, create_app
 
 NOW = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 MAX_BYTES = 1024 * 1024
@@ -377,7 +382,7 @@ def test_kafka_secrets_can_come_from_files(
 def test_configuration_summary_names_endpoints_and_identities_but_no_secret(
     clean_environment: pytest.MonkeyPatch,
 ) -> None:
-    from service.config import load_settings
+    from regen_sync.config import load_settings
 
     for name, value in {
         "REGEN_KAFKA__BOOTSTRAP_SERVERS": "k1:9093,k2:9093",

@@ -2,8 +2,8 @@
 
 import pytest
 
-from service.domain import Failed, FailureReason, TransientFailure
-from service.domain.outcomes import (
+from regen_sync.domain import Failed, FailureReason, TransientFailure
+from regen_sync.domain.outcomes import (
     classify_http_error,
     classify_zuora_refusal,
     is_transient_zuora_code,

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from service.domain import (
+from regen_sync.domain import (
     AccountChargesFixed,
     BookingFixed,
     InvalidEvent,
@@ -14,7 +14,7 @@ from service.domain import (
     parse_event,
     plan,
 )
-from service.domain.parsing import MAX_NESTING
+from regen_sync.domain.parsing import MAX_NESTING
 
 LIMIT = 1024 * 1024
 

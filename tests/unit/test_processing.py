@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from service import processing
-from service.domain import (
+from regen_sync import processing
+from regen_sync.domain import (
     Failed,
     FailureReason,
     Outcome,
@@ -18,8 +18,8 @@ from service.domain import (
     ResultEvent,
     Succeeded,
 )
-from service.observability import Metrics
-from service.processing import (
+from regen_sync.observability import Metrics
+from regen_sync.processing import (
     REDRIVE_HEADER,
     EventProcessor,
     InputRecord,

@@ -14,14 +14,14 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from faststream.kafka.publisher.usecase import DefaultPublisher
 
-import service.app
-import service.kafka.publishing
-from service.config import load_settings
-from service.domain import Failed, FailureReason
-from service.kafka.publishing import DLQ_REASON, DLQ_TRUNCATED_FROM, KafkaResultSink
-from service.observability import Metrics
-from service.observability.logging import JsonFormatter
-from service.processing import InputRecord, RecordRefused
+import regen_sync.app
+import regen_sync.kafka.publishing
+from regen_sync.config import load_settings
+from regen_sync.domain import Failed, FailureReason
+from regen_sync.kafka.publishing import DLQ_REASON, DLQ_TRUNCATED_FROM, KafkaResultSink
+from regen_sync.observability import Metrics
+from regen_sync.observability.logging import JsonFormatter
+from regen_sync.processing import InputRecord, RecordRefused
 
 DEAD_LETTER_TOPIC = "regen-sync.dead-letter"
 CUT_BYTES = 64 * 1024
@@ -57,7 +57,7 @@ class FakeProducer:
 
 @pytest.fixture(autouse=True)
 def fake_producer(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeProducer]]:
-    monkeypatch.setattr(service.kafka.publishing, "AIOKafkaProducer", FakeProducer)
+    monkeypatch.setattr(regen_sync.kafka.publishing, "AIOKafkaProducer", FakeProducer)
     FakeProducer.instances = []
     yield FakeProducer
     FakeProducer.broker_limit = 10 * 1024 * 1024
@@ -122,7 +122,7 @@ async def test_a_dead_letter_the_broker_refuses_is_cut_counted_and_logged(
     FakeProducer.broker_limit = 1024 * 1024
     value = too_large_event(1536 * 1024)
 
-    with caplog.at_level(logging.WARNING, logger="service.kafka.publishing"):
+    with caplog.at_level(logging.WARNING, logger="regen_sync.kafka.publishing"):
         await sink.dead_letter(input_record(value), INVALID)
 
     assert producer.refused == [len(value)]
@@ -135,13 +135,13 @@ async def test_a_dead_letter_the_broker_refuses_is_cut_counted_and_logged(
     assert truncated(metrics, FailureReason.INVALID_EVENT) == 1
     assert truncated(metrics, FailureReason.REJECTED) == 0
 
-    [line] = [entry for entry in caplog.records if entry.name == "service.kafka.publishing"]
+    [line] = [entry for entry in caplog.records if entry.name == "regen_sync.kafka.publishing"]
     assert line.levelno == logging.WARNING
     written = json.loads(JsonFormatter().format(line))
     assert written | {"time": "-"} == {
         "time": "-",
         "level": "WARNING",
-        "logger": "service.kafka.publishing",
+        "logger": "regen_sync.kafka.publishing",
         "message": "dead letter truncated: the whole record was refused as too large",
         "topic": "billing.data-fixed",
         "partition": 3,
@@ -200,8 +200,8 @@ def wired_sizes(monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[int, dict[
             sinks.append(kwargs["producer_options"])
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(service.app, "KafkaResultSink", RecordingSink)
-    app = service.app.create_app(load_settings())
+    monkeypatch.setattr(regen_sync.app, "KafkaResultSink", RecordingSink)
+    app = regen_sync.app.create_app(load_settings())
     [subscriber] = list(app.broker.subscribers)  # type: ignore[union-attr]
     # FastStream keeps the AIOKafkaConsumer's arguments here (no public accessor).
     consumer_options = subscriber._connection_args

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from service.kafka.publishing import (
+from regen_sync.kafka.publishing import (
     DLQ_FAILED_AT,
     DLQ_MESSAGE,
     DLQ_ORIGINAL_OFFSET,
@@ -22,8 +22,8 @@ from service.kafka.publishing import (
     DLQ_REASON,
     DLQ_TRUNCATED_FROM,
 )
-from service.operator import add_operator_commands
-from service.operator.redrive import (
+from regen_sync.operator import add_operator_commands
+from regen_sync.operator.redrive import (
     REDRIVEN_FROM,
     Choice,
     DeadLetter,
@@ -38,8 +38,8 @@ from service.operator.redrive import (
     redriven_headers,
     summary_notes,
 )
-from service.operator.settings import load_kafka_client_settings
-from service.processing import REDRIVE_HEADER
+from regen_sync.operator.settings import load_kafka_client_settings
+from regen_sync.processing import REDRIVE_HEADER
 
 FAILED_AT = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 RECORD_TIME = dt.datetime(2026, 11, 21, 9, 0, tzinfo=dt.UTC)

@@ -4,8 +4,8 @@ import asyncio
 import itertools
 import json
 
-from service.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
-from service.domain import (
+from regen_sync.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
+from regen_sync.domain import (
     AttemptResult,
     Failed,
     FailureReason,
@@ -16,11 +16,11 @@ from service.domain import (
     parse_event,
     plan,
 )
-from service.domain.parsing import InvalidEvent
-from service.observability import Metrics
-from service.regeneration import Regenerator
-from service.resilience import GroupShare, UpstreamGate
-from service.upstream import UpstreamClient
+from regen_sync.domain.parsing import InvalidEvent
+from regen_sync.observability import Metrics
+from regen_sync.regeneration import Regenerator
+from regen_sync.resilience import GroupShare, UpstreamGate
+from regen_sync.upstream import UpstreamClient
 
 
 def journal_task(journal_id: str) -> RegenerationTask:

@@ -6,8 +6,8 @@ import json
 import pytest
 from test_regeneration import journal_task
 
-from service.config import CircuitSettings, UpstreamHttpSettings
-from service.domain import (
+from regen_sync.config import CircuitSettings, UpstreamHttpSettings
+from regen_sync.domain import (
     AttemptResult,
     RegenerationTask,
     Succeeded,
@@ -17,9 +17,9 @@ from service.domain import (
     parse_event,
     plan,
 )
-from service.domain.parsing import InvalidEvent
-from service.observability import Metrics
-from service.resilience import (
+from regen_sync.domain.parsing import InvalidEvent
+from regen_sync.observability import Metrics
+from regen_sync.resilience import (
     AdaptiveConcurrency,
     CircuitBreaker,
     CircuitState,

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.sandbox import SandboxConfig, create_app, serve
+from regen_sync_sandbox import SandboxConfig, create_app, serve
 
 CONFIG = SandboxConfig(client_id="cid", client_secret="secret", api_token="s1-token")
 CREDENTIALS = {"client_id": "cid", "client_secret": "secret", "grant_type": "client_credentials"}

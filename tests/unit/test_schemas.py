@@ -7,10 +7,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from service.domain import Failed, FailureReason, Outcome, Succeeded, parse_event, plan
-from service.domain.parsing import InvalidEvent
-from service.domain.results import result_event
-from service.schemas import render_schemas
+from regen_sync.domain import Failed, FailureReason, Outcome, Succeeded, parse_event, plan
+from regen_sync.domain.parsing import InvalidEvent
+from regen_sync.domain.results import result_event
+from regen_sync.schemas import render_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from service.domain import parse_event
-from service.operator import add_operator_commands
-from service.operator.rows import (
+from regen_sync.domain import parse_event
+from regen_sync.operator import add_operator_commands
+from regen_sync.operator.rows import (
     CSV,
     JSONL,
     REPORT_COLUMNS,
@@ -42,7 +42,7 @@ from service.operator.rows import (
     upstream_ids,
     write_report,
 )
-from service.operator.send import send_command
+from regen_sync.operator.send import send_command
 
 NOW = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
 MAX_BYTES = 1024 * 1024

@@ -14,8 +14,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import UnsupportedVersionError
 from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 
-from service.config import TopicSettings
-from service.kafka.publishing import (
+from regen_sync.config import TopicSettings
+from regen_sync.kafka.publishing import (
     DLQ_FAILED_AT,
     DLQ_MESSAGE,
     DLQ_ORIGINAL_OFFSET,
@@ -24,9 +24,9 @@ from service.kafka.publishing import (
     DLQ_REASON,
     DLQ_TRUNCATED_FROM,
 )
-from service.operator import add_operator_commands
-from service.operator.redrive import REDRIVEN_FROM
-from service.operator.trace import (
+from regen_sync.operator import add_operator_commands
+from regen_sync.operator.redrive import REDRIVEN_FROM
+from regen_sync.operator.trace import (
     Collector,
     Entry,
     Status,
@@ -39,7 +39,7 @@ from service.operator.trace import (
     trace_document,
     window_ranges,
 )
-from service.processing import REDRIVE_HEADER
+from regen_sync.processing import REDRIVE_HEADER
 
 TOPICS = TopicSettings(input="in", succeeded="ok", failed="ko", dead_letter="dlq")
 START = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)

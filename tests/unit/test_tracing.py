@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from test_processing import WaitingEvents
 
-from service.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
-from service.domain import (
+from regen_sync.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
+from regen_sync.domain import (
     AttemptResult,
     Failed,
     RegenerationTask,
@@ -21,10 +21,10 @@ from service.domain import (
     TransientFailure,
     Upstream,
 )
-from service.observability import Metrics, Tracing
-from service.processing import EventProcessor, InputRecord
-from service.regeneration import Regenerator
-from service.resilience import GroupShare, UpstreamGate
+from regen_sync.observability import Metrics, Tracing
+from regen_sync.processing import EventProcessor, InputRecord
+from regen_sync.regeneration import Regenerator
+from regen_sync.resilience import GroupShare, UpstreamGate
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN_ID = "00f067aa0ba902b7"

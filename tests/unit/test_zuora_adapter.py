@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.config import ZuoraSettings
-from service.domain import (
+from regen_sync.config import ZuoraSettings
+from regen_sync.domain import (
     Failed,
     FailureReason,
     RegenerationTask,
@@ -21,10 +21,10 @@ from service.domain import (
     parse_event,
     plan,
 )
-from service.domain.parsing import InvalidEvent
-from service.observability import Metrics
-from service.upstream import ZuoraClient, ZuoraTokens, zuora_request
-from service.upstream.zuora import track_id
+from regen_sync.domain.parsing import InvalidEvent
+from regen_sync.observability import Metrics
+from regen_sync.upstream import ZuoraClient, ZuoraTokens, zuora_request
+from regen_sync.upstream.zuora import track_id
 
 SETTINGS = ZuoraSettings.model_validate(
     {"base_url": "https://zuora.test", "client_id": "id", "client_secret": "real-secret"}

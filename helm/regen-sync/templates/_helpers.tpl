@@ -88,7 +88,7 @@ REGEN_SECRETS_DIR; it is also set explicitly so the mount and the setting cannot
 {{/*
 The upstream budgets of the whole consumer group, with the service's defaults: a JSON list of
 {setting, label, value}. Each replica uses budget × its input partitions ÷ all input partitions,
-rounded down and at least 1 (service.resilience.share).
+rounded down and at least 1 (regen_sync.resilience.share).
 */}}
 {{- define "regen-sync.upstreamBudgets" -}}
 {{- $budgets := list }}

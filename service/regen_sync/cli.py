@@ -1,0 +1,76 @@
+"""The ``regen-sync`` command: ``run`` the service, write its ``schemas``, operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from regen_sync.config import ConfigurationError, load_settings
+from regen_sync.observability import configure_logging
+from regen_sync.operator import add_operator_commands, run_operator_command
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="regen-sync",
+        description="Regenerates Zuora / SoftwareOne billing data when 'data fixed' events "
+        "arrive on Kafka, and publishes the outcome.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "run", help="consume events and regenerate (configured by REGEN_* variables)"
+    )
+    schemas = commands.add_parser(
+        "schemas", help="write the JSON Schemas and the AsyncAPI document generated from the code"
+    )
+    schemas.add_argument("--dir", default="schemas", help="target directory")
+    add_operator_commands(commands)
+    arguments = parser.parse_args(argv)
+    if (status := run_operator_command(arguments)) is not None:
+        return status
+
+    if arguments.command == "run":
+        return _run()
+    from regen_sync.schemas import write_schemas
+
+    for path in write_schemas(Path(arguments.dir)):
+        print(path)
+    return 0
+
+
+def _run() -> int:
+    try:
+        settings = load_settings()
+    except ConfigurationError as error:
+        print(f"regen-sync: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log.level)
+    from regen_sync.app import create_app
+
+    app = create_app(settings)
+    # uvicorn drains on SIGTERM, then raises the signal again once shut down; ending with
+    # exit status 0 there tells the orchestrator the shutdown was clean.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    asyncio.run(
+        app.run(
+            log_level=logging.getLevelName(settings.log.level),
+            run_extra_options={
+                "host": settings.http.host,
+                "port": settings.http.port,
+                "access_log": "false",
+                # uvicorn would replace the JSON logging configured above.
+                "log_config": None,
+            },
+        )
+    )
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

@@ -1,0 +1,15 @@
+"""Adapters for the upstream APIs: each turns a RegenerationTask into one HTTP attempt."""
+
+from regen_sync.upstream.http import UpstreamClient
+from regen_sync.upstream.softwareone import SoftwareOneClient
+from regen_sync.upstream.zuora import ZuoraClient, zuora_request
+from regen_sync.upstream.zuora_auth import TokenUnavailable, ZuoraTokens
+
+__all__ = [
+    "SoftwareOneClient",
+    "TokenUnavailable",
+    "UpstreamClient",
+    "ZuoraClient",
+    "ZuoraTokens",
+    "zuora_request",
+]
