@@ -12,7 +12,6 @@ import threading
 from importlib.metadata import version
 from typing import Any
 
-import httpx
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
@@ -22,7 +21,7 @@ from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import make_asgi_app
 
-from regen_sync.config import Settings, UpstreamHttpSettings
+from regen_sync.config import Settings
 from regen_sync.domain import RegenerationFailed, RegenerationSucceeded, Upstream
 from regen_sync.kafka import (
     Dispatcher,
@@ -37,7 +36,7 @@ from regen_sync.observability import Metrics, Tracing
 from regen_sync.processing import EventProcessor, PendingEvent
 from regen_sync.regeneration import Regenerator
 from regen_sync.resilience import GroupShare, UpstreamGate
-from regen_sync.upstream import SoftwareOneClient, ZuoraClient, ZuoraTokens
+from regen_sync.upstream import SoftwareOneClient, ZuoraClient, ZuoraTokens, upstream_http_client
 
 APP_TITLE = "regen-sync"
 CLOSE_SECONDS = 10.0
@@ -101,8 +100,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
 
     # The budgets are the consumer group's; the partition assignment decides this replica's part.
     share = GroupShare()
-    zuora_http = _http_client(settings.zuora, tracing)
-    softwareone_http = _http_client(settings.softwareone, tracing)
+    zuora_http = upstream_http_client(settings.zuora, tracing)
+    softwareone_http = upstream_http_client(settings.softwareone, tracing)
     zuora_tokens = ZuoraTokens(settings.zuora, zuora_http, metrics)
     regenerator = Regenerator(
         {
@@ -266,23 +265,6 @@ def _coalescing_key(pending: PendingEvent) -> str | None:
 
 def _never_merged(pending: PendingEvent) -> None:
     return None
-
-
-def _http_client(settings: UpstreamHttpSettings, tracing: Tracing) -> httpx.AsyncClient:
-    async def propagate_trace(request: httpx.Request) -> None:
-        tracing.inject(request.headers)
-
-    return httpx.AsyncClient(
-        event_hooks={"request": [propagate_trace]} if tracing.enabled else None,
-        timeout=settings.timeout_seconds,
-        verify=settings.verify_tls,
-        # The upstream gates bound concurrent calls (per scope); a pool limit here would only
-        # add a second, unadaptive queue.
-        limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=settings.max_concurrency
-        ),
-        headers={"Accept": "application/json", "User-Agent": "regen-sync"},
-    )
 
 
 def _json(status: int, body: dict[str, Any]) -> AsgiResponse:

@@ -29,6 +29,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from regen_sync.coalescing import SharedCall
 from regen_sync.domain import (
     Failed,
     FailureReason,
@@ -130,6 +131,26 @@ class EventGroup(Protocol):
         """``event``'s result is published: its offset may be committed."""
 
 
+class _SealedOnClose:
+    """An EventGroup as the regenerator's SharedCall (a bridge: the coalescing seam's owner
+    replaces EventGroup with SharedCall)."""
+
+    def __init__(self, group: EventGroup) -> None:
+        self._group = group
+        self.served: Sequence[PendingEvent] = [group.first]
+
+    @property
+    def first(self) -> PendingEvent:
+        return self._group.first
+
+    def close(self) -> Sequence[PendingEvent]:
+        self.served = self._group.seal()
+        return self.served
+
+    def finished(self, item: PendingEvent) -> None:
+        self._group.finished(item)
+
+
 class RecordRefused(Exception):
     """The broker will never take this record (too large, say): retrying cannot help."""
 
@@ -196,14 +217,9 @@ class EventProcessor:
         """One upstream call for the group's first event, then one result for each event
         the call served."""
         leader = group.first.subject
-        served: Sequence[PendingEvent] = [group.first]
-
-        def call_goes_out() -> None:
-            nonlocal served
-            served = group.seal()
-
+        shared_call = _SealedOnClose(group)
         if isinstance(leader, Unreadable):
-            await self._give_up(group, served, leader.error)
+            await self._give_up(group, shared_call.served, leader.error)
             return
         outcome: Outcome | None = None
         published = 0
@@ -218,25 +234,25 @@ class EventProcessor:
                 with attempt:
                     if outcome is None:
                         with self._tracing.within(group.first.trace):
-                            outcome = await self._outcome(leader, call_goes_out)
+                            outcome = await self._outcome(leader, shared_call)
                     # Events already published are not published again on the next try.
-                    while published < len(served):
-                        await self._publish(group, served[published], outcome)
+                    while published < len(shared_call.served):
+                        await self._publish(group, shared_call.served[published], outcome)
                         published += 1
         except Exception as error:
             logger.exception(
                 "handling an event kept raising; failing it as internal_error",
                 extra=group.first.record.log_fields() | {"attempts": self._max_handling_attempts},
             )
-            await self._give_up(group, served[published:], type(error).__name__)
+            await self._give_up(group, shared_call.served[published:], type(error).__name__)
 
     async def _outcome(
-        self, subject: RegenerationTask | InvalidEvent, call_goes_out: Callable[[], None]
+        self, subject: RegenerationTask | InvalidEvent, shared_call: SharedCall[PendingEvent]
     ) -> Outcome:
         if isinstance(subject, InvalidEvent):
             return invalid_event_outcome(subject)
         try:
-            return await self._regenerator.regenerate(subject, before_call=call_goes_out)
+            return await self._regenerator.regenerate(subject, shared_call=shared_call)
         except Exception as error:
             logger.exception(
                 "unexpected error during regeneration", extra={"event_id": subject.event.id}

@@ -12,10 +12,12 @@ or still in progress (409).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
+from regen_sync.coalescing import SharedCall
 from regen_sync.config import ProcessingSettings
 from regen_sync.domain import (
     AttemptResult,
@@ -68,12 +70,25 @@ class Regenerator:
         )
 
     async def regenerate(
-        self, task: RegenerationTask, *, before_call: Callable[[], None] = lambda: None
+        self, task: RegenerationTask, *, shared_call: SharedCall[Any] | None = None
     ) -> Outcome:
-        """``before_call`` runs as each attempt is about to be sent, once the upstream's
+        """``shared_call`` is closed as each attempt is about to be sent, once the upstream's
         gate has let it through."""
         client = self._clients[task.operation.upstream]
         attempts = _Attempts(task, self._settings.max_attempts)
+        first = await self._attempt(client, attempts, shared_call)
+        if not isinstance(first, TransientFailure):
+            # Most events are done in one attempt: no retry machinery for them.
+            return Outcome(first, 1)
+        # The retry loop starts from the first attempt's result, so that its stop, waits and
+        # logs count that attempt as they would had the loop made it.
+        replayed = [first]
+
+        async def attempt() -> AttemptResult:
+            if replayed:
+                return replayed.pop()
+            return await self._attempt(client, attempts, shared_call)
+
         retrying = AsyncRetrying(
             stop=attempts.exhausted,
             wait=self._wait,
@@ -81,8 +96,8 @@ class Regenerator:
             before_sleep=lambda state: self._before_retry(task, state),
             retry_error_callback=_last_result,
         )
-        result: AttemptResult = await retrying(self._attempt, client, attempts, before_call)
-        made = retrying.statistics.get("attempt_number", 1)
+        result: AttemptResult = await retrying(attempt)
+        made: int = retrying.statistics["attempt_number"]
         if isinstance(result, TransientFailure):
             result = Failed(
                 FailureReason.RETRIES_EXHAUSTED,
@@ -94,12 +109,13 @@ class Regenerator:
         return Outcome(result, made)
 
     async def _attempt(
-        self, client: UpstreamClient, attempts: _Attempts, before_call: Callable[[], None]
+        self, client: UpstreamClient, attempts: _Attempts, shared_call: SharedCall[Any] | None
     ) -> AttemptResult:
         task = attempts.task
 
         async def send() -> AttemptResult:
-            before_call()
+            if shared_call is not None:
+                shared_call.close()
             with self._tracing.upstream_call(task.operation, task.operation.upstream) as span:
                 result = await client.attempt(task)
                 if not isinstance(result, Succeeded):

@@ -4,12 +4,13 @@ same paths against the real broker."""
 
 import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
 from regen_sync import processing
+from regen_sync.coalescing import SharedCall
 from regen_sync.domain import (
     Failed,
     FailureReason,
@@ -48,9 +49,10 @@ class CountingRegenerator:
         self.calls: list[str] = []
 
     async def regenerate(
-        self, task: RegenerationTask, *, before_call: Callable[[], None] = lambda: None
+        self, task: RegenerationTask, *, shared_call: SharedCall[Any] | None = None
     ) -> Outcome:
-        before_call()
+        if shared_call is not None:
+            shared_call.close()
         self.calls.append(task.event.id)
         return Outcome(Succeeded({"journalId": "BJO-1"}), attempts=1)
 

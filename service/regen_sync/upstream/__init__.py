@@ -1,6 +1,6 @@
 """Adapters for the upstream APIs: each turns a RegenerationTask into one HTTP attempt."""
 
-from regen_sync.upstream.http import UpstreamClient
+from regen_sync.upstream.http import UpstreamClient, upstream_http_client
 from regen_sync.upstream.softwareone import SoftwareOneClient
 from regen_sync.upstream.zuora import ZuoraClient, zuora_request
 from regen_sync.upstream.zuora_auth import TokenUnavailable, ZuoraTokens
@@ -11,5 +11,6 @@ __all__ = [
     "UpstreamClient",
     "ZuoraClient",
     "ZuoraTokens",
+    "upstream_http_client",
     "zuora_request",
 ]
