@@ -2,9 +2,14 @@
 
 import asyncio
 import itertools
-import json
+import logging
+from typing import Any
 
-from regen_sync.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
+import pytest
+from fakes import CountingSharedCall, journal_task, softwareone_regenerator
+
+from regen_sync import regeneration
+from regen_sync.config import CircuitSettings
 from regen_sync.domain import (
     AttemptResult,
     Failed,
@@ -12,78 +17,41 @@ from regen_sync.domain import (
     RegenerationTask,
     Succeeded,
     TransientFailure,
-    Upstream,
-    parse_event,
     plan,
 )
-from regen_sync.domain.parsing import InvalidEvent
 from regen_sync.observability import Metrics
-from regen_sync.regeneration import Regenerator
-from regen_sync.resilience import GroupShare, UpstreamGate
-from regen_sync.upstream import UpstreamClient
-
-
-def journal_task(journal_id: str) -> RegenerationTask:
-    raw = json.dumps(
-        {
-            "specversion": "1.0",
-            "id": journal_id,
-            "source": "s",
-            "type": "journal.fixed",
-            "data": {"journalId": journal_id},
-        }
-    ).encode()
-    event = parse_event(raw, max_bytes=10_000)
-    assert not isinstance(event, InvalidEvent)
-    return plan(event)
 
 
 class ScriptedUpstream:
     """Answers each journal id from its own script of results, logging every call."""
 
-    def __init__(self, scripts: dict[str, list[AttemptResult]]) -> None:
+    def __init__(
+        self,
+        scripts: dict[str, list[AttemptResult]],
+        shared_call: CountingSharedCall[Any] | None = None,
+    ) -> None:
         self.scripts = scripts
         self.calls: list[str] = []
         self.keys: list[str] = []
         self.called = asyncio.Event()
+        self.shared_call = shared_call
+        self.closed_before_each_call: list[int] = []
 
     async def attempt(self, task: RegenerationTask) -> AttemptResult:
         journal_id = task.event.data.journalId  # type: ignore[union-attr]
         self.calls.append(journal_id)
         self.keys.append(task.idempotency_key)
+        if self.shared_call is not None:
+            self.closed_before_each_call.append(self.shared_call.closed)
         self.called.set()
         return self.scripts[journal_id].pop(0)
-
-
-def regenerator(
-    upstream: UpstreamClient,
-    *,
-    max_concurrency: int = 10,
-    circuit: CircuitSettings | None = None,
-    **settings: object,
-) -> Regenerator:
-    processing = ProcessingSettings.model_validate(
-        {"backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.02} | settings
-    )
-    metrics = Metrics()
-    gate = UpstreamGate(
-        Upstream.SOFTWAREONE,
-        UpstreamHttpSettings(max_concurrency=max_concurrency),
-        circuit or CircuitSettings(),
-        metrics,
-        max_pause_seconds=processing.max_retry_after_seconds,
-        share=GroupShare.whole(),
-    )
-    return Regenerator(
-        {Upstream.SOFTWAREONE: upstream}, {Upstream.SOFTWAREONE: gate}, processing, metrics
-    )
 
 
 async def test_transient_then_success_counts_attempts() -> None:
     upstream = ScriptedUpstream(
         {"J1": [TransientFailure("busy"), TransientFailure("busy"), Succeeded({"journalId": "J1"})]}
     )
-    outcome = await regenerator(upstream).regenerate(journal_task("J1"))
+    outcome = await softwareone_regenerator(upstream).regenerate(journal_task("J1"))
     assert isinstance(outcome.result, Succeeded)
     assert outcome.attempts == 3
 
@@ -92,7 +60,7 @@ async def test_exhausted_retries_keep_the_last_status_and_details() -> None:
     upstream = ScriptedUpstream(
         {"J1": [TransientFailure("down", 503, {"title": "Unavailable"})] * 3}
     )
-    outcome = await regenerator(upstream, max_attempts=3).regenerate(journal_task("J1"))
+    outcome = await softwareone_regenerator(upstream, max_attempts=3).regenerate(journal_task("J1"))
     assert isinstance(outcome.result, Failed)
     assert outcome.result.reason is FailureReason.RETRIES_EXHAUSTED
     assert (outcome.result.http_status, outcome.result.retryable) == (503, True)
@@ -102,7 +70,7 @@ async def test_exhausted_retries_keep_the_last_status_and_details() -> None:
 
 async def test_permanent_failure_is_not_retried() -> None:
     upstream = ScriptedUpstream({"J1": [Failed(FailureReason.NOT_FOUND, "gone", http_status=404)]})
-    outcome = await regenerator(upstream).regenerate(journal_task("J1"))
+    outcome = await softwareone_regenerator(upstream).regenerate(journal_task("J1"))
     assert isinstance(outcome.result, Failed)
     assert outcome.attempts == 1
     assert upstream.calls == ["J1"]
@@ -115,7 +83,7 @@ async def test_an_event_waiting_out_retry_after_does_not_hold_the_only_call_slot
             "FAST": [Succeeded({})],
         }
     )
-    service = regenerator(upstream, max_concurrency=1)
+    service = softwareone_regenerator(upstream, max_concurrency=1)
     slow = asyncio.create_task(service.regenerate(journal_task("SLOW")))
     await upstream.called.wait()  # SLOW made its first attempt and is now waiting
     fast = await asyncio.wait_for(service.regenerate(journal_task("FAST")), timeout=0.2)
@@ -132,7 +100,7 @@ async def test_a_429_pauses_every_event_of_the_upstream_for_its_retry_after() ->
             "NEXT": [Succeeded({})],
         }
     )
-    service = regenerator(upstream)
+    service = softwareone_regenerator(upstream)
     throttled = asyncio.create_task(service.regenerate(journal_task("THROTTLED")))
     await upstream.called.wait()
     started = asyncio.get_running_loop().time()
@@ -159,7 +127,7 @@ class UpstreamDownForCalls:
 
 async def test_an_outage_is_waited_out_without_using_up_attempts() -> None:
     upstream = UpstreamDownForCalls(calls_down=20)
-    service = regenerator(
+    service = softwareone_regenerator(
         upstream,
         max_attempts=2,
         circuit=CircuitSettings(failure_threshold=2, open_seconds=0.01, max_open_seconds=0.02),
@@ -174,7 +142,9 @@ async def test_an_outage_is_waited_out_without_using_up_attempts() -> None:
 
 async def test_one_event_failing_on_its_own_does_not_open_the_circuit() -> None:
     upstream = ScriptedUpstream({"J1": [TransientFailure("timeout", 504)] * 3})
-    service = regenerator(upstream, max_attempts=3, circuit=CircuitSettings(failure_threshold=2))
+    service = softwareone_regenerator(
+        upstream, max_attempts=3, circuit=CircuitSettings(failure_threshold=2)
+    )
     outcome = await service.regenerate(journal_task("J1"))
     assert isinstance(outcome.result, Failed)
     assert outcome.result.reason is FailureReason.RETRIES_EXHAUSTED
@@ -199,7 +169,7 @@ async def test_the_key_is_kept_only_while_the_outcome_is_unknown() -> None:
     script = [answer for answer, _ in ANSWERS_AND_KEY_KEPT] + [Succeeded({})]
     upstream = ScriptedUpstream({"J1": script})
     task = journal_task("J1")
-    outcome = await regenerator(upstream, max_attempts=20).regenerate(task)
+    outcome = await softwareone_regenerator(upstream, max_attempts=20).regenerate(task)
     assert isinstance(outcome.result, Succeeded)
     assert upstream.keys[0] == task.idempotency_key
     kept = [later == earlier for earlier, later in itertools.pairwise(upstream.keys)]
@@ -212,8 +182,8 @@ async def test_a_redelivered_event_walks_the_same_keys() -> None:
         return [TransientFailure("busy", 500), TransientFailure("busy", 503), Succeeded({})]
 
     first, redelivered = ScriptedUpstream({"J1": answers()}), ScriptedUpstream({"J1": answers()})
-    await regenerator(first).regenerate(journal_task("J1"))
-    await regenerator(redelivered).regenerate(journal_task("J1"))
+    await softwareone_regenerator(first).regenerate(journal_task("J1"))
+    await softwareone_regenerator(redelivered).regenerate(journal_task("J1"))
     assert first.keys == redelivered.keys
     assert len(set(first.keys)) == 3
 
@@ -232,3 +202,70 @@ def test_each_redrive_starts_from_keys_of_its_own() -> None:
     assert len(keys) == 5
     assert redriven.identity == task.identity, "still one event to the circuit breaker"
     assert all(len(key) <= 255 for key in keys)
+
+
+async def test_the_shared_call_is_closed_as_each_attempt_goes_out() -> None:
+    task = journal_task("J1")
+    shared_call = CountingSharedCall(task)
+    upstream = ScriptedUpstream(
+        {"J1": [TransientFailure("busy"), TransientFailure("busy"), Succeeded({})]}, shared_call
+    )
+    outcome = await softwareone_regenerator(upstream).regenerate(task, shared_call=shared_call)
+    assert outcome.attempts == 3
+    assert upstream.closed_before_each_call == [1, 2, 3]
+
+
+class CountedRetrying(regeneration.AsyncRetrying):
+    made = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        CountedRetrying.made += 1
+        super().__init__(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("script", "attempts", "retry_loops"),
+    [
+        ([Succeeded({})], 1, 0),
+        ([Failed(FailureReason.NOT_FOUND, "gone", http_status=404)], 1, 0),
+        ([TransientFailure("busy"), Succeeded({})], 2, 1),
+    ],
+    ids=["success", "permanent-failure", "transient-failure"],
+)
+async def test_retry_machinery_is_built_only_once_an_attempt_failed_transiently(
+    monkeypatch: pytest.MonkeyPatch, script: list[AttemptResult], attempts: int, retry_loops: int
+) -> None:
+    monkeypatch.setattr(CountedRetrying, "made", 0)
+    monkeypatch.setattr(regeneration, "AsyncRetrying", CountedRetrying)
+    upstream = ScriptedUpstream({"J1": script})
+    outcome = await softwareone_regenerator(upstream).regenerate(journal_task("J1"))
+    assert outcome.attempts == attempts
+    assert CountedRetrying.made == retry_loops
+
+
+async def test_retries_are_logged_and_counted_from_the_first_attempt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream = ScriptedUpstream(
+        {"J1": [TransientFailure("busy", 503, retry_after_seconds=0.05)] * 2 + [Succeeded({})]}
+    )
+    metrics = Metrics()
+    task = journal_task("J1")
+    with caplog.at_level(logging.INFO, logger=regeneration.__name__):
+        outcome = await softwareone_regenerator(upstream, metrics=metrics).regenerate(task)
+    assert outcome.attempts == 3
+    retries = [record for record in caplog.records if record.message.startswith("retrying")]
+    # The wait honours Retry-After from the first attempt on.
+    assert [(r.attempt, r.wait_seconds) for r in retries] == [(1, 0.05), (2, 0.05)]  # type: ignore[attr-defined]
+    retried = metrics.registry.get_sample_value(
+        "regen_retries_total", {"operation": str(task.operation)}
+    )
+    assert retried == 2
+
+
+async def test_a_single_attempt_allowed_is_not_retried() -> None:
+    upstream = ScriptedUpstream({"J1": [TransientFailure("busy", 503)]})
+    outcome = await softwareone_regenerator(upstream, max_attempts=1).regenerate(journal_task("J1"))
+    assert isinstance(outcome.result, Failed)
+    assert outcome.result.reason is FailureReason.RETRIES_EXHAUSTED
+    assert (outcome.attempts, upstream.calls) == (1, ["J1"])
