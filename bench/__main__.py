@@ -22,6 +22,8 @@ from bench.profile import summarise
 from bench.report import (
     SCHEMA_VERSION,
     Row,
+    comparisons,
+    comparisons_table,
     evaluate,
     markdown_table,
     targets_table,
@@ -37,8 +39,9 @@ SKIPPABLE = ("half-rate", "coalescing", "backlog")
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure regen-sync against a naive FastStream consumer, the broker's raw "
-        "pipe and the concurrency limit, on a local Tansu broker and the upstream sandbox.",
+        description="Measure regen-sync against a naive FastStream consumer, a lean pipeline "
+        "making the same calls, the broker's raw pipe and the concurrency limit, on a local "
+        "Tansu broker and the upstream sandbox.",
     )
     parser.add_argument("--smoke", action="store_true", help="the smallest scenario (CI)")
     parser.add_argument(
@@ -194,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     rows, profile = asyncio.run(run(plan, logs))
     targets = evaluate(rows)
+    compared = comparisons(rows)
     document = {
         "schema": SCHEMA_VERSION,
         "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
@@ -213,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "concurrency": concurrency,
         "rows": [row.to_json() for row in rows],
         "targets": [target.to_json() for target in targets],
+        "comparisons": compared,
         "profile": profile,
         "logs": str(logs),
     }
@@ -221,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(rows, targets))
     print()
     print(targets_table(targets))
+    print()
+    print(comparisons_table(compared))
     if profile is not None:
         print(
             f"\nprofile: {profile['samples']} samples of the event loop thread "

@@ -18,6 +18,7 @@ from bench.report import (
     CONCURRENCY_LIMIT,
     HALF_RATE,
     LATENCY,
+    LEAN,
     NAIVE_PER_PARTITION,
     NAIVE_SINGLE,
     PIPE,
@@ -28,6 +29,7 @@ from bench.stack import Stack
 from bench.systems import (
     SystemUnderTest,
     broker_pipe,
+    lean_pipeline,
     naive_baseline,
     production_concurrency,
     regen_sync,
@@ -126,6 +128,9 @@ class Runner:
             self._regen_sync(prefix),
             load,
             limits,
+        )
+        await self._measure(
+            LATENCY, latency, LEAN, lean_pipeline(self.stack, f"{prefix}.lean"), load, limits
         )
         naive_limits = Limits(time_box_seconds=plan.naive_seconds, stall_seconds=plan.stall_seconds)
         for system, consumers in ((NAIVE_PER_PARTITION, plan.partitions), (NAIVE_SINGLE, 1)):

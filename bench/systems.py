@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench import naive, pipe
+from bench import lean, naive, pipe
 from bench.stack import API_TOKEN, CLIENT_ID, CLIENT_SECRET, Stack, python_command
 from devstack import ManagedProcess, free_port
 from regen_sync.config import SoftwareOneSettings, UpstreamHttpSettings, ZuoraSettings
@@ -140,6 +140,34 @@ def naive_baseline(stack: Stack, prefix: str, *, consumers: int) -> SystemUnderT
         name=f"naive, {consumers} consumer{'s' if consumers > 1 else ''}",
         process=process,
         ready_line=naive.READY_LINE,
+        input_topic=input_topic,
+        result_topics=[results],
+        result_id=_source_event_id,
+        calls_upstream=True,
+    )
+
+
+def lean_pipeline(stack: Stack, prefix: str) -> SystemUnderTest:
+    input_topic, results = f"{prefix}.input", f"{prefix}.lean-results"
+    process = ManagedProcess(
+        python_command(
+            "bench.lean",
+            bootstrap_servers=stack.bootstrap_servers,
+            input=input_topic,
+            partitions=stack.partitions,
+            group=f"lean-{prefix}",
+            results=results,
+            upstream_url=stack.sandbox_url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            api_token=API_TOKEN,
+        ),
+        log_path=stack.workdir / f"{prefix}.lean.log",
+    )
+    return SystemUnderTest(
+        name=f"lean pipeline ({lean.IN_FLIGHT} calls in flight)",
+        process=process,
+        ready_line=lean.READY_LINE,
         input_topic=input_topic,
         result_topics=[results],
         result_id=_source_event_id,

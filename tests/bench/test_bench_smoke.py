@@ -14,9 +14,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGETS = {
-    "throughput at L=50 ms / min(C/L, pipe)",
+    "throughput at L=50 ms / min(C/L, lean)",
     "throughput at L=50 ms / naive",
-    "throughput at L=0 / pipe",
+    "throughput at L=0 / lean",
     "p99 at half rate (ms)",
     "peak RSS with a backlog (MB)",
     "upstream calls / events, coalescing on",
@@ -61,6 +61,7 @@ def test_every_event_gets_exactly_one_result(smoke: tuple[dict[str, Any], str]) 
         "regen-sync",
         "naive-per-partition",
         "naive-single",
+        "lean",
         "broker-pipe",
     }
     for row in rows:
@@ -82,7 +83,7 @@ def test_figures_are_sane(smoke: tuple[dict[str, Any], str]) -> None:
         assert row["elapsed_seconds"] > 0, row["label"]
         assert set(row["cpu_seconds"]) == {"system", "sandbox", "broker", "harness"}
         assert all(seconds >= 0 for seconds in row["cpu_seconds"].values()), row["label"]
-        if row["system"] == "regen-sync":
+        if row["system"] in {"regen-sync", "lean"}:
             assert row["cpu_ms_per_event"] > 0, row["label"]
     (limit,) = [row for row in document["rows"] if row["system"] == "concurrency-limit"]
     assert limit["latency_ms"] == 0
@@ -96,6 +97,8 @@ def test_upstream_calls_match_events(smoke: tuple[dict[str, Any], str]) -> None:
     assert pipe["upstream_calls"] is None, "the pipe makes no upstream call"
     (uncoalesced,) = [row for row in rows if row["variant"] == "coalescing-off"]
     assert uncoalesced["upstream_calls"] == uncoalesced["events"]
+    (lean,) = [row for row in rows if row["system"] == "lean"]
+    assert lean["upstream_calls"] == lean["events"], "one call per event, like regen-sync's"
     for row in rows:
         if row["system"] == "regen-sync":
             assert 0 < row["upstream_calls"] <= row["events"], row["label"]
@@ -118,7 +121,11 @@ def test_report_has_the_documented_structure(smoke: tuple[dict[str, Any], str]) 
         assert target["status"] in {"met", "not met", "not measured"}
         assert target["comparison"] in {"<=", ">="}
     # The smallest scenario measures these two; the others need scenarios it leaves out.
-    assert targets["throughput at L=0 / pipe"]["measured"] > 0
+    assert targets["throughput at L=0 / lean"]["measured"] > 0
+    assert document["comparisons"]["regen-sync / lean at L=0 ms"] > 0
+    assert document["comparisons"]["regen-sync / broker-pipe at L=0 ms"] > 0
+    assert document["comparisons"]["regen-sync CPU ms/event at L=0 ms"] > 0
+    assert "| regen-sync / lean at L=0 ms |" in stdout
     assert 0 < targets["upstream calls / events, coalescing on"]["measured"] <= 1
     assert targets["peak RSS with a backlog (MB)"]["status"] == "not measured"
     assert "| scenario | system | events/s |" in stdout
