@@ -64,8 +64,9 @@ class _UpstreamTransport(AiohttpTransport):
                 connector=aiohttp.TCPConnector(
                     ssl=tls, limit=0, keepalive_timeout=keepalive_seconds
                 ),
-                # HTTPS_PROXY / NO_PROXY, as httpx honoured them.
-                trust_env=True,
+                # Not trust_env: it costs two thread hops per request (netrc, proxy lookup),
+                # and a netrc entry would clash with the Authorization header.
+                trust_env=False,
             ),
         )
 
