@@ -1,4 +1,5 @@
-"""The operator subcommands of ``regen-sync``: their arguments, and which function runs each.
+"""The operator subcommands of ``regen-sync``: their arguments, and the handler that runs each
+(``set_defaults(handler=...)``, as every subcommand registers itself).
 
 The functions are imported when their command runs, so the other commands do not pay for
 loading the Kafka and HTTP clients.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Callable
 
 from regen_sync.domain import FailureReason
 from regen_sync.operator.event_flags import add_event_arguments
@@ -31,7 +31,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         default=CHECK_TIMEOUT_SECONDS,
         help="seconds each check may take (default %(default)g)",
     )
-    check.set_defaults(operator_command=_check)
+    check.set_defaults(handler=_check)
 
     send = commands.add_parser(
         "send",
@@ -98,7 +98,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         "no_result, invalid), reason, message, attempts, upstreamIds, deadLettered",
     )
     add_event_arguments(send)
-    send.set_defaults(operator_command=_send)
+    send.set_defaults(handler=_send)
     _add_redrive(commands)
     _add_trace(commands)
 
@@ -168,7 +168,7 @@ def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds each Kafka request, and each wait for records, may take "
         "(default %(default)g)",
     )
-    redrive.set_defaults(operator_command=_redrive)
+    redrive.set_defaults(handler=_redrive)
 
 
 def _add_trace(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -204,15 +204,7 @@ def _add_trace(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds each Kafka request, and each wait for records, may take "
         "(default %(default)g)",
     )
-    trace.set_defaults(operator_command=_trace)
-
-
-def run_operator_command(arguments: argparse.Namespace) -> int | None:
-    """The exit status of the operator command parsed, or None when another was parsed."""
-    command: Callable[[argparse.Namespace], int] | None = getattr(
-        arguments, "operator_command", None
-    )
-    return None if command is None else command(arguments)
+    trace.set_defaults(handler=_trace)
 
 
 def _check(arguments: argparse.Namespace) -> int:
