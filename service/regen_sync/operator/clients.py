@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -31,12 +31,8 @@ async def groupless_consumer(
         **options,
         **connection_options(settings, request_seconds),
     )
-    try:
-        async with asyncio.timeout(request_seconds):
-            await consumer.start()
+    async with _running(consumer, request_seconds):
         yield consumer
-    finally:
-        await consumer.stop()
 
 
 @asynccontextmanager
@@ -50,12 +46,25 @@ async def started_producer(
         acks="all",
         enable_idempotence=settings.enable_idempotence,
     )
+    async with _running(producer, request_seconds):
+        yield producer
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@asynccontextmanager
+async def _running(client: _Client, request_seconds: float) -> AsyncIterator[None]:
+    """Started within ``request_seconds``; stopped on the way out, also when starting failed."""
     try:
         async with asyncio.timeout(request_seconds):
-            await producer.start()
-        yield producer
+            await client.start()
+        yield
     finally:
-        await producer.stop()
+        await client.stop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from regen_sync.operator.event_flags import add_event_arguments
 
 CHECK_TIMEOUT_SECONDS = 10.0
 SEND_TIMEOUT_SECONDS = 30.0
-REDRIVE_TIMEOUT_SECONDS = 30.0
+READ_TIMEOUT_SECONDS = 30.0
 
 
 def add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -160,14 +160,7 @@ def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     redrive.add_argument(
         "--dry-run", action="store_true", help="list what would be sent, and send nothing"
     )
-    redrive.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=REDRIVE_TIMEOUT_SECONDS,
-        metavar="SECONDS",
-        help="seconds each Kafka request, and each wait for records, may take "
-        "(default %(default)g)",
-    )
+    _add_reading_timeout(redrive)
     redrive.set_defaults(handler=_redrive)
 
 
@@ -196,14 +189,7 @@ def _add_trace(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     trace.add_argument(
         "--json", action="store_true", help="print one JSON document instead of the timeline"
     )
-    trace.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds each Kafka request, and each wait for records, may take "
-        "(default %(default)g)",
-    )
+    _add_reading_timeout(trace)
     trace.set_defaults(handler=_trace)
 
 
@@ -229,6 +215,18 @@ def _trace(arguments: argparse.Namespace) -> int:
     from regen_sync.operator.trace import trace_command
 
     return trace_command(arguments)
+
+
+def _add_reading_timeout(command: argparse.ArgumentParser) -> None:
+    """``--timeout`` of the commands that read topics (redrive, trace)."""
+    command.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=READ_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="seconds each Kafka request, and each wait for records, may take "
+        "(default %(default)g)",
+    )
 
 
 def _positive_int(text: str) -> int:

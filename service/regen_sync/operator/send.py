@@ -360,9 +360,7 @@ def _send_rows_command(arguments: argparse.Namespace, cleanup: contextlib.ExitSt
         try:
             batch = _open_batch(arguments, settings, cleanup)
             outcomes = (
-                cleanup.enter_context(contextlib.closing(RowOutcomes()))
-                if arguments.wait
-                else None
+                cleanup.enter_context(contextlib.closing(RowOutcomes())) if arguments.wait else None
             )
             validation = validate_rows(batch, outcomes)
         except RowsRefused as refusal:
