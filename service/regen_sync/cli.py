@@ -7,13 +7,13 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from regen_sync.config import ConfigurationError, load_settings
 from regen_sync.observability import configure_logging
-from regen_sync.operator import add_operator_commands, run_operator_command
+from regen_sync.operator import add_operator_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,20 +23,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "arrive on Kafka, and publishes the outcome.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
+    run = commands.add_parser(
         "run", help="consume events and regenerate (configured by REGEN_* variables)"
     )
+    run.set_defaults(handler=lambda arguments: _run())
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas and the AsyncAPI document generated from the code"
     )
     schemas.add_argument("--dir", default="schemas", help="target directory")
+    schemas.set_defaults(handler=_schemas)
     add_operator_commands(commands)
     arguments = parser.parse_args(argv)
-    if (status := run_operator_command(arguments)) is not None:
-        return status
+    handler: Callable[[argparse.Namespace], int] = arguments.handler
+    return handler(arguments)
 
-    if arguments.command == "run":
-        return _run()
+
+def _schemas(arguments: argparse.Namespace) -> int:
     from regen_sync.schemas import write_schemas
 
     for path in write_schemas(Path(arguments.dir)):

@@ -27,7 +27,7 @@ from harness import (
 
 from devstack import TansuBroker, free_port
 from regen_sync.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON
-from regen_sync.operator.redrive import REDRIVEN_FROM
+from regen_sync.operator.redrive_selection import REDRIVEN_FROM
 from regen_sync.processing import REDRIVE_HEADER
 
 TRACEPARENT = ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")

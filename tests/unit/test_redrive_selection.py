@@ -23,18 +23,17 @@ from regen_sync.kafka.publishing import (
     DLQ_TRUNCATED_FROM,
 )
 from regen_sync.operator import add_operator_commands
-from regen_sync.operator.redrive import (
+from regen_sync.operator.redrive import _options, redrive_command
+from regen_sync.operator.redrive_selection import (
     REDRIVEN_FROM,
     Choice,
     DeadLetter,
-    RedriveOptions,
+    Scan,
     Selection,
     Verdict,
-    _options,
     as_utc,
     choose,
     read_dead_letter,
-    redrive_command,
     redriven_headers,
     summary_notes,
 )
@@ -292,21 +291,31 @@ def test_a_limit_keeps_the_oldest_failures_after_merging() -> None:
     assert (choice.superseded, choice.over_limit) == (1, 3)
 
 
+def test_a_scan_keeps_the_matching_dead_letters_in_order_and_counts_every_verdict() -> None:
+    invalid = json.dumps({**EVENT, "id": "fix-2"}).encode()
+    scan = Scan(Selection())
+
+    scan.add([record(offset=1), record(headers=[], offset=2)])
+    scan.add([record(invalid, dead_letter_headers("invalid_event"), offset=3), record(offset=4)])
+
+    assert scan.scanned == 4
+    assert [(letter.offset, letter.event_id) for letter in scan.matching] == [
+        (1, "fix-1"),
+        (4, "fix-1"),
+    ]
+    assert scan.verdicts == {Verdict.MATCHING: 2, Verdict.UNRECOGNISED: 1, Verdict.HELD_BACK: 1}
+    assert choose(scan.matching, limit=None).chosen == [scan.matching[-1]]
+
+
 def test_notes_say_why_matching_dead_letters_were_not_selected() -> None:
     verdicts = collections.Counter(
         {Verdict.HELD_BACK: 2, Verdict.UNRECOGNISED: 1, Verdict.TRUNCATED: 1, Verdict.MATCHING: 9}
     )
 
-    options = RedriveOptions(
-        Selection(event_ids=frozenset({"fix-1", "fix-3", "fix-2"})),
-        target="in",
-        limit=5,
-        dry_run=True,
-        seconds=1,
-    )
+    selection = Selection(event_ids=frozenset({"fix-1", "fix-3", "fix-2"}))
     chosen = [dead_letter("fix-1")]
 
-    notes = summary_notes(verdicts, Choice(chosen, superseded=1, over_limit=3), options)
+    notes = summary_notes(verdicts, Choice(chosen, superseded=1, over_limit=3), selection, 5)
 
     assert notes == [
         "held back 2 invalid_event dead letters (sent unchanged, an invalid event fails "
@@ -320,8 +329,8 @@ def test_notes_say_why_matching_dead_letters_were_not_selected() -> None:
         "left 3 more dead letters for later (--limit 5)",
         "no dead letter selected for event id fix-2, fix-3",
     ]
-    everything = RedriveOptions(Selection(), target="in", limit=None, dry_run=True, seconds=1)
-    quiet = summary_notes(collections.Counter({Verdict.MATCHING: 3}), Choice([], 0, 0), everything)
+    matching = collections.Counter({Verdict.MATCHING: 3})
+    quiet = summary_notes(matching, Choice([], 0, 0), Selection(), None)
     assert quiet == []
 
 
@@ -473,15 +482,9 @@ def test_a_csv_without_an_event_id_column_is_refused(
 
 
 def test_a_long_list_of_absent_event_ids_is_cut() -> None:
-    options = RedriveOptions(
-        Selection(event_ids=frozenset(f"b-{n:02d}" for n in range(25))),
-        target="in",
-        limit=None,
-        dry_run=True,
-        seconds=1,
-    )
+    selection = Selection(event_ids=frozenset(f"b-{n:02d}" for n in range(25)))
 
-    [note] = summary_notes(collections.Counter(), Choice([], 0, 0), options)
+    [note] = summary_notes(collections.Counter(), Choice([], 0, 0), selection, None)
 
     assert note == (
         "no dead letter selected for event id "

@@ -25,7 +25,7 @@ from regen_sync.kafka.publishing import (
     DLQ_TRUNCATED_FROM,
 )
 from regen_sync.operator import add_operator_commands
-from regen_sync.operator.redrive import REDRIVEN_FROM
+from regen_sync.operator.redrive_selection import REDRIVEN_FROM
 from regen_sync.operator.trace import (
     Collector,
     Entry,

@@ -1,6 +1,6 @@
-"""Operator commands: ``regen-sync check`` (preflight) and ``regen-sync send`` (smoke-test
-events)."""
+"""Operator commands: ``regen-sync check`` (preflight), ``send`` (smoke-test events and
+batches), ``redrive`` (republish dead letters) and ``trace`` (one event's story)."""
 
-from regen_sync.operator.commands import add_operator_commands, run_operator_command
+from regen_sync.operator.commands import add_operator_commands
 
-__all__ = ["add_operator_commands", "run_operator_command"]
+__all__ = ["add_operator_commands"]

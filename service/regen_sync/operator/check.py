@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from regen_sync.config import (
     load_settings,
 )
 from regen_sync.observability import Metrics
+from regen_sync.operator.entry import kafka_secrets, quiet_aiokafka
 from regen_sync.operator.metadata import (
     TopicInfo,
     connection_options,
@@ -70,21 +70,17 @@ def check_command(arguments: argparse.Namespace) -> int:
     def emit(result: CheckResult) -> None:
         print(redact(result.line()), flush=True)
 
-    # Failures are reported as check lines; aiokafka's own error logs would only repeat
-    # them, with tracebacks.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    quiet_aiokafka()
     emit(CheckResult(CONFIGURATION, Status.OK, configuration_summary(settings)))
     passed = asyncio.run(run_checks(settings, arguments.timeout, emit))
     return 0 if passed else 1
 
 
 def secrets_of(settings: Settings) -> list[str | None]:
-    kafka = settings.kafka
     return [
         settings.zuora.client_secret.get_secret_value(),
         settings.softwareone.api_token.get_secret_value(),
-        kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
-        kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+        *kafka_secrets(settings.kafka),
     ]
 
 

@@ -1,4 +1,5 @@
-"""The operator subcommands of ``regen-sync``: their arguments, and which function runs each.
+"""The operator subcommands of ``regen-sync``: their arguments, and the handler that runs each
+(``set_defaults(handler=...)``, as every subcommand registers itself).
 
 The functions are imported when their command runs, so the other commands do not pay for
 loading the Kafka and HTTP clients.
@@ -8,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Callable
 
 from regen_sync.domain import FailureReason
 from regen_sync.operator.event_flags import add_event_arguments
 
 CHECK_TIMEOUT_SECONDS = 10.0
 SEND_TIMEOUT_SECONDS = 30.0
-REDRIVE_TIMEOUT_SECONDS = 30.0
+READ_TIMEOUT_SECONDS = 30.0
 
 
 def add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +31,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         default=CHECK_TIMEOUT_SECONDS,
         help="seconds each check may take (default %(default)g)",
     )
-    check.set_defaults(operator_command=_check)
+    check.set_defaults(handler=_check)
 
     send = commands.add_parser(
         "send",
@@ -98,7 +98,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         "no_result, invalid), reason, message, attempts, upstreamIds, deadLettered",
     )
     add_event_arguments(send)
-    send.set_defaults(operator_command=_send)
+    send.set_defaults(handler=_send)
     _add_redrive(commands)
     _add_trace(commands)
 
@@ -160,15 +160,8 @@ def _add_redrive(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     redrive.add_argument(
         "--dry-run", action="store_true", help="list what would be sent, and send nothing"
     )
-    redrive.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=REDRIVE_TIMEOUT_SECONDS,
-        metavar="SECONDS",
-        help="seconds each Kafka request, and each wait for records, may take "
-        "(default %(default)g)",
-    )
-    redrive.set_defaults(operator_command=_redrive)
+    _add_reading_timeout(redrive)
+    redrive.set_defaults(handler=_redrive)
 
 
 def _add_trace(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -196,23 +189,8 @@ def _add_trace(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     trace.add_argument(
         "--json", action="store_true", help="print one JSON document instead of the timeline"
     )
-    trace.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds each Kafka request, and each wait for records, may take "
-        "(default %(default)g)",
-    )
-    trace.set_defaults(operator_command=_trace)
-
-
-def run_operator_command(arguments: argparse.Namespace) -> int | None:
-    """The exit status of the operator command parsed, or None when another was parsed."""
-    command: Callable[[argparse.Namespace], int] | None = getattr(
-        arguments, "operator_command", None
-    )
-    return None if command is None else command(arguments)
+    _add_reading_timeout(trace)
+    trace.set_defaults(handler=_trace)
 
 
 def _check(arguments: argparse.Namespace) -> int:
@@ -237,6 +215,18 @@ def _trace(arguments: argparse.Namespace) -> int:
     from regen_sync.operator.trace import trace_command
 
     return trace_command(arguments)
+
+
+def _add_reading_timeout(command: argparse.ArgumentParser) -> None:
+    """``--timeout`` of the commands that read topics (redrive, trace)."""
+    command.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=READ_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="seconds each Kafka request, and each wait for records, may take "
+        "(default %(default)g)",
+    )
 
 
 def _positive_int(text: str) -> int:

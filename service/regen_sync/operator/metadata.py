@@ -9,6 +9,7 @@ broker since Kafka 1.0), so asking never creates anything.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -48,6 +49,19 @@ class TopicInfo:
     def missing(self) -> bool:
         return self.error == _UNKNOWN_TOPIC
 
+    @property
+    def problem(self) -> str:
+        """Why it cannot be used: ``does not exist`` or ``is not usable: <error>``."""
+        return "does not exist" if self.missing else f"is not usable: {self.error}"
+
+
+class UnusableTopics(Exception):
+    """Topics a command needs that are missing or that the broker reports an error for."""
+
+    def __init__(self, topics: Sequence[TopicInfo]) -> None:
+        super().__init__("; ".join(f"topic {topic.name} {topic.problem}" for topic in topics))
+        self.topics = tuple(topics)
+
 
 def connection_options(settings: KafkaSettings, request_seconds: float) -> dict[str, Any]:
     """The service's connection settings, with every request bounded by ``request_seconds``."""
@@ -84,6 +98,21 @@ async def describe_topics(client: AIOKafkaClient, names: Sequence[str]) -> dict[
     # A broker answers for every topic asked about; a missing answer means the same as
     # an unknown topic.
     return {name: described.get(name, TopicInfo(name, error=_UNKNOWN_TOPIC)) for name in names}
+
+
+async def usable_topics(
+    settings: KafkaSettings, names: Sequence[str], request_seconds: float
+) -> dict[str, TopicInfo]:
+    """The topics described, each bounded by ``request_seconds``; raises UnusableTopics naming
+    every one that is missing or unusable (none is created)."""
+    async with (
+        asyncio.timeout(request_seconds),
+        kafka_client(settings, request_seconds) as client,
+    ):
+        described = await describe_topics(client, names)
+    if unusable := [topic for topic in described.values() if not topic.exists]:
+        raise UnusableTopics(unusable)
+    return described
 
 
 async def _metadata(client: AIOKafkaClient, topics: list[str]) -> dict[str, Any]:

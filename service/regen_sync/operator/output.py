@@ -40,6 +40,10 @@ def describe_error(error: BaseException) -> str:
     return said if said.startswith(name) else f"{name}: {said}"
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import logging
 import shutil
 import sys
 import tempfile
@@ -32,25 +31,22 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 
-from regen_sync.config import ConfigurationError
 from regen_sync.domain import REGENERATION_SUCCEEDED, InvalidEvent, parse_event, plan
 from regen_sync.kafka.publishing import CLOUDEVENTS_JSON
+from regen_sync.operator.clients import Message, send_in_order, started_producer
+from regen_sync.operator.entry import CommandRefused, KafkaWork, run_kafka_command
 from regen_sync.operator.event_flags import (
     DEFAULT_SOURCE,
     data_fields,
     event_from_arguments,
     flag_name,
 )
-from regen_sync.operator.metadata import (
-    TopicInfo,
-    connection_options,
-    describe_topics,
-    kafka_client,
-)
-from regen_sync.operator.output import Progress, describe_error, format_duration
+from regen_sync.operator.metadata import usable_topics
+from regen_sync.operator.output import Progress, describe_error, format_duration, plural
+from regen_sync.operator.reading import POLL_SECONDS, Tail
+from regen_sync.operator.records import Record, json_object
 from regen_sync.operator.rows import (
     CSV,
     JSONL,
@@ -75,7 +71,7 @@ _MAX_IDS_LISTED = 10
 _T = TypeVar("_T")
 
 
-class SendRefused(Exception):
+class SendRefused(CommandRefused):
     """Arguments or an event the command refuses before connecting to anything (exit 2)."""
 
 
@@ -91,24 +87,16 @@ def send_command(arguments: argparse.Namespace) -> int:
     in time; 2 for invalid configuration, arguments or event."""
     if _rows_file(arguments) is not None:
         return send_rows_command(arguments)
-    try:
+
+    def accept() -> KafkaWork:
         settings = load_kafka_client_settings()
         events = prepare(arguments, max_event_bytes=settings.processing.max_event_bytes)
-    except ConfigurationError as error:
-        print(f"regen-sync send: {error}", file=sys.stderr)
-        return 2
-    except SendRefused as refusal:
-        print(f"regen-sync send: {refusal}", file=sys.stderr)
-        return 2
-    # Failures are reported once, below; aiokafka would log them again with tracebacks.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(
-            _send(settings, events, arguments.count, wait=arguments.wait, seconds=arguments.timeout)
+        work = _send(
+            settings, events, arguments.count, wait=arguments.wait, seconds=arguments.timeout
         )
-    except (KafkaError, OSError, TimeoutError) as error:
-        print(f"regen-sync send: Kafka: {describe_error(error)}", file=sys.stderr)
-        return 1
+        return KafkaWork(settings.kafka, work)
+
+    return run_kafka_command("send", accept)
 
 
 def prepare(arguments: argparse.Namespace, *, max_event_bytes: int) -> Iterator[Outgoing]:
@@ -130,7 +118,7 @@ def prepare(arguments: argparse.Namespace, *, max_event_bytes: int) -> Iterator[
     else:
         key = plan(parsed).object_key.encode()
     # Copies get fresh ids when the event is a JSON object; a single event keeps its own.
-    has_ids = _event_id(raw) if arguments.count == 1 else _json_object(raw)
+    has_ids = _event_id(raw) if arguments.count == 1 else json_object(raw)
     if arguments.wait and has_ids is None:
         raise SendRefused("--wait matches results by event id, and this event has none")
     return copies(raw, arguments.count, key)
@@ -141,7 +129,7 @@ def copies(raw: bytes, count: int, key: bytes | None) -> Iterator[Outgoing]:
     if count == 1:
         yield Outgoing(_event_id(raw), key, raw)
         return
-    document = _json_object(raw)
+    document = json_object(raw)
     for _ in range(count):
         if document is None:
             # Not a JSON object (only with --allow-invalid): there is no id to refresh.
@@ -184,16 +172,8 @@ def _read(path: str) -> bytes:
         raise SendRefused(f"cannot read {path}: {error.strerror}") from None
 
 
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    return document if isinstance(document, dict) else None
-
-
 def _event_id(raw: bytes) -> str | None:
-    document = _json_object(raw)
+    document = json_object(raw)
     event_id = document.get("id") if document is not None else None
     return event_id if isinstance(event_id, str) and event_id else None
 
@@ -211,24 +191,14 @@ async def _send(
 ) -> int:
     topics = settings.topics
     needed = [topics.input, *([topics.succeeded, topics.failed] if wait else [])]
-    described = await _usable_topics(settings, needed, seconds)
-    if described is None:
-        return 1
-    watcher = (
-        await ResultWatcher.start(
-            settings, [described[topics.succeeded], described[topics.failed]], seconds
-        )
-        if wait
-        else None
-    )
-    try:
+    described = await usable_topics(settings.kafka, needed, seconds)
+    if not wait:
+        await _publish(settings, events, count, seconds)
+        return 0
+    results = [described[topics.succeeded], described[topics.failed]]
+    async with Tail.open(settings.kafka, results, seconds) as tail:
         sent = await _publish(settings, events, count, seconds)
-        if watcher is None:
-            return 0
-        return await watcher.report(sent, seconds)
-    finally:
-        if watcher is not None:
-            await watcher.stop()
+        return await ResultWatcher(tail).report(sent, seconds)
 
 
 async def _publish(
@@ -236,23 +206,15 @@ async def _publish(
 ) -> dict[str, float]:
     """Sends every event and prints where each landed; returns when each id was acknowledged."""
     topic = settings.topics.input
-    producer = AIOKafkaProducer(
-        **connection_options(settings.kafka, seconds),
-        acks="all",
-        enable_idempotence=settings.kafka.enable_idempotence,
-    )
     progress = Progress("sent", count)
     sent: dict[str, float] = {}
     done = 0
-    try:
-        async with asyncio.timeout(seconds):
-            await producer.start()
+    async with started_producer(settings.kafka, seconds) as producer:
         for batch in _batches(events, _BATCH_SIZE):
-            futures = [
-                await producer.send(topic, value=event.value, key=event.key, headers=_HEADERS)
-                for event in batch
-            ]
-            for event, record in zip(batch, await asyncio.gather(*futures), strict=True):
+            messages = [Message(event.key, event.value, _HEADERS) for event in batch]
+            outcomes = await send_in_order(producer, topic, messages)
+            records = [_acknowledged(outcome) for outcome in outcomes]
+            for event, record in zip(batch, records, strict=True):
                 print(
                     f"sent {event.event_id or '(no id)'} to {topic} "
                     f"partition {record.partition} offset {record.offset}",
@@ -262,23 +224,14 @@ async def _publish(
                     sent[event.event_id] = time.monotonic()
             done += len(batch)
             progress.update(done)
-    finally:
-        await producer.stop()
     progress.finish(done)
     return sent
 
 
-async def _usable_topics(
-    settings: KafkaClientSettings, names: list[str], seconds: float
-) -> dict[str, TopicInfo] | None:
-    """The topics described, or None after saying which of them cannot be used."""
-    async with asyncio.timeout(seconds), kafka_client(settings.kafka, seconds) as client:
-        described = await describe_topics(client, names)
-    unusable = [topic for topic in described.values() if not topic.exists]
-    for topic in unusable:
-        said = "does not exist" if topic.missing else f"is not usable: {topic.error}"
-        print(f"regen-sync send: topic {topic.name} {said}", file=sys.stderr)
-    return None if unusable else described
+def _acknowledged(outcome: RecordMetadata | BaseException) -> RecordMetadata:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _batches(events: Iterable[_T], size: int) -> Iterator[list[_T]]:
@@ -291,21 +244,10 @@ def _batches(events: Iterable[_T], size: int) -> Iterator[list[_T]]:
 
 
 class ResultWatcher:
-    """Reads the result topics from their end as it was before sending, without a consumer
-    group (nothing to join, nothing committed), so it sees exactly the results that follow."""
+    """Awaits the results of the events sent, read from the result topics' tail."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, floors: dict[TopicPartition, int]) -> None:
-        self._consumer = consumer
-        self._floors = floors
-
-    @classmethod
-    async def start(
-        cls, settings: KafkaClientSettings, topics: list[TopicInfo], request_seconds: float
-    ) -> ResultWatcher:
-        return cls(*await _read_from_the_end(settings, topics, request_seconds))
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
+    def __init__(self, tail: Tail) -> None:
+        self._tail = tail
 
     async def report(self, sent: dict[str, float], seconds: float) -> int:
         """Prints each event's result as it arrives; 0 when every one succeeded."""
@@ -314,20 +256,16 @@ class ResultWatcher:
         progress = Progress("results", len(sent))
         deadline = time.monotonic() + seconds
         while pending and (left := deadline - time.monotonic()) > 0:
-            batches = await self._consumer.getmany(timeout_ms=int(min(left, 0.5) * 1000))
-            for partition, records in batches.items():
-                for record in records:
-                    if record.offset < self._floors.get(partition, 0):
-                        continue  # older than this run (see _true_ends)
-                    result = _json_object(record.value or b"")
-                    source_id = _source_event_id(result)
-                    if result is None or source_id not in pending:
-                        continue
-                    pending.discard(source_id)
-                    succeeded = result.get("type") == REGENERATION_SUCCEEDED
-                    outcomes["succeeded" if succeeded else "failed"] += 1
-                    elapsed = time.monotonic() - sent[source_id]
-                    print(describe_result(result, elapsed, full=len(sent) == 1), flush=True)
+            for record in await self._tail.poll(min(left, POLL_SECONDS)):
+                result = json_object(record.value)
+                source_id = _source_event_id(result)
+                if result is None or source_id not in pending:
+                    continue
+                pending.discard(source_id)
+                succeeded = result.get("type") == REGENERATION_SUCCEEDED
+                outcomes["succeeded" if succeeded else "failed"] += 1
+                elapsed = time.monotonic() - sent[source_id]
+                print(describe_result(result, elapsed, full=len(sent) == 1), flush=True)
             progress.update(len(sent) - len(pending))
         progress.finish(len(sent) - len(pending))
         if len(sent) > 1:
@@ -367,7 +305,6 @@ def describe_result(result: dict[str, Any], elapsed: float, *, full: bool) -> st
 # --- a batch from a file -------------------------------------------------------------------------
 
 _FAILURES_LISTED = 10
-_POLL_SECONDS = 0.5
 _DEAD_LETTER_GRACE_SECONDS = 5.0
 """How long, once every row has its result, to go on reading for failed rows' dead letters
 (each is written before its result, so they are normally read already)."""
@@ -417,42 +354,30 @@ def send_rows_command(arguments: argparse.Namespace) -> int:
 
 
 def _send_rows_command(arguments: argparse.Namespace, cleanup: contextlib.ExitStack) -> int:
-    try:
+    def accept() -> KafkaWork:
         settings = load_kafka_client_settings()
         _check_rows_usage(arguments)
-        batch = _open_batch(arguments, settings, cleanup)
-        outcomes = (
-            cleanup.enter_context(contextlib.closing(RowOutcomes())) if arguments.wait else None
-        )
-        validation = validate_rows(batch, outcomes)
-    except (ConfigurationError, SendRefused, RowsRefused) as error:
-        print(f"regen-sync send: {error}", file=sys.stderr)
-        return 2
-    if batch.file.read_digest != batch.digest:
-        print(f"regen-sync send: {batch.name} changed while it was read", file=sys.stderr)
-        return 2
-    if validation.rows == 0:
-        print(f"regen-sync send: {batch.name} has no rows", file=sys.stderr)
-        return 2
-    if validation.invalid and not arguments.skip_invalid:
-        print(
-            f"regen-sync send: {_plural(validation.invalid, 'invalid row')} of "
-            f"{validation.rows}, nothing sent (--skip-invalid sends the other "
-            f"{validation.rows - validation.invalid})",
-            file=sys.stderr,
-        )
-        return 2
-    # Failures are reported once, below; aiokafka would log them again with tracebacks.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    try:
-        return asyncio.run(_send_rows(settings, batch, validation, outcomes, arguments))
-    except RowsRefused as error:
-        # Readable when validated, not when read again to be sent.
-        print(f"regen-sync send: stopped sending: {error}", file=sys.stderr)
-        return 1
-    except (KafkaError, OSError, TimeoutError) as error:
-        print(f"regen-sync send: Kafka: {describe_error(error)}", file=sys.stderr)
-        return 1
+        try:
+            batch = _open_batch(arguments, settings, cleanup)
+            outcomes = (
+                cleanup.enter_context(contextlib.closing(RowOutcomes())) if arguments.wait else None
+            )
+            validation = validate_rows(batch, outcomes)
+        except RowsRefused as refusal:
+            raise SendRefused(str(refusal)) from None
+        if batch.file.read_digest != batch.digest:
+            raise SendRefused(f"{batch.name} changed while it was read")
+        if validation.rows == 0:
+            raise SendRefused(f"{batch.name} has no rows")
+        if validation.invalid and not arguments.skip_invalid:
+            raise SendRefused(
+                f"{plural(validation.invalid, 'invalid row')} of {validation.rows}, nothing "
+                f"sent (--skip-invalid sends the other {validation.rows - validation.invalid})"
+            )
+        work = _send_rows(settings, batch, validation, outcomes, arguments)
+        return KafkaWork(settings.kafka, work)
+
+    return run_kafka_command("send", accept)
 
 
 def _check_rows_usage(arguments: argparse.Namespace) -> None:
@@ -555,34 +480,48 @@ async def _send_rows(
     topics = settings.topics
     seconds: float = arguments.timeout
     results = [topics.succeeded, topics.failed, topics.dead_letter] if outcomes else []
-    described = await _usable_topics(settings, [topics.input, *results], seconds)
-    if described is None:
-        return 1
-    watcher = None
-    if outcomes is not None:
-        watcher = await BatchWatcher.start(
-            settings,
-            [described[name] for name in results],
-            outcomes,
-            batch.ids,
-            seconds,
-        )
-    try:
-        collecting = asyncio.create_task(watcher.collect(seconds)) if watcher else None
+    described = await usable_topics(settings.kafka, [topics.input, *results], seconds)
+    async with contextlib.AsyncExitStack() as watching:
+        watcher = None
+        if outcomes is not None:
+            tail = await watching.enter_async_context(
+                Tail.open(settings.kafka, [described[name] for name in results], seconds)
+            )
+            watcher = BatchWatcher(tail, topics.dead_letter, outcomes, batch.ids)
         try:
-            sending = await _publish_rows(settings, batch, validation, outcomes, seconds)
-            if watcher is not None and collecting is not None:
-                watcher.sending_finished(sending.sent)
-                await collecting
-        finally:
-            if collecting is not None and not collecting.done():
-                collecting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await collecting
-    finally:
-        if watcher is not None:
-            await watcher.stop()
+            sending = await _publish_while_watching(
+                settings, batch, validation, outcomes, watcher, seconds
+            )
+        except RowsRefused as error:
+            # Readable when validated, not when read again to be sent.
+            print(f"regen-sync send: stopped sending: {error}", file=sys.stderr)
+            return 1
     return _summarise_rows(batch, validation, sending, outcomes, watcher, arguments)
+
+
+async def _publish_while_watching(
+    settings: KafkaClientSettings,
+    batch: Batch,
+    validation: Validation,
+    outcomes: RowOutcomes | None,
+    watcher: BatchWatcher | None,
+    seconds: float,
+) -> RowSending:
+    """Sends the rows while the watcher, if any, collects their results; returns once it has
+    them all, or gave up waiting."""
+    if watcher is None:
+        return await _publish_rows(settings, batch, validation, outcomes, seconds)
+    collecting = asyncio.create_task(watcher.collect(seconds))
+    try:
+        sending = await _publish_rows(settings, batch, validation, outcomes, seconds)
+        watcher.sending_finished(sending.sent)
+        await collecting
+        return sending
+    finally:
+        if not collecting.done():
+            collecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collecting
 
 
 async def _publish_rows(
@@ -596,11 +535,6 @@ async def _publish_rows(
     acknowledgements at a time; stops at the first row the broker refuses."""
     topic = settings.topics.input
     before = batch.file.path.stat()
-    producer = AIOKafkaProducer(
-        **connection_options(settings.kafka, seconds),
-        acks="all",
-        enable_idempotence=settings.kafka.enable_idempotence,
-    )
     sending = RowSending()
     progress = Progress("sent", validation.rows - validation.invalid)
 
@@ -614,24 +548,12 @@ async def _publish_rows(
             else:
                 sending.skipped += 1
 
-    try:
-        async with asyncio.timeout(seconds):
-            await producer.start()
+    async with started_producer(settings.kafka, seconds) as producer:
         for window in _batches(valid_rows(), _BATCH_SIZE):
-            numbers, futures = [], []
-            for checked in window:
-                try:
-                    futures.append(
-                        await producer.send(
-                            topic, value=checked.value, key=checked.key, headers=_HEADERS
-                        )
-                    )
-                except KafkaError as error:
-                    sending.error = f"row {checked.row.number}: {describe_error(error)}"
-                    break
-                numbers.append(checked.row.number)
-            acknowledged = await asyncio.gather(*futures, return_exceptions=True)
-            for number, outcome in zip(numbers, acknowledged, strict=True):
+            messages = [Message(checked.key, checked.value, _HEADERS) for checked in window]
+            acknowledged = await send_in_order(producer, topic, messages)
+            for checked, outcome in zip(window, acknowledged, strict=False):
+                number = checked.row.number
                 if isinstance(outcome, BaseException):
                     sending.error = sending.error or f"row {number}: {describe_error(outcome)}"
                     continue
@@ -641,8 +563,6 @@ async def _publish_rows(
             progress.update(sending.sent)
             if sending.error:
                 break
-    finally:
-        await producer.stop()
     progress.finish(sending.sent)
     after = batch.file.path.stat()
     if not sending.error and (
@@ -654,40 +574,19 @@ async def _publish_rows(
 
 
 class BatchWatcher:
-    """Reads the result and dead-letter topics from their end as it was before sending (no
-    consumer group), and records each row's first result and whether its dead letter came."""
+    """Reads the result and dead-letter topics' tail, and records each row's first result and
+    whether its dead letter came."""
 
     def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        floors: dict[TopicPartition, int],
-        dead_letter_topic: str,
-        outcomes: RowOutcomes,
-        ids: BatchIds,
+        self, tail: Tail, dead_letter_topic: str, outcomes: RowOutcomes, ids: BatchIds
     ) -> None:
-        self._consumer = consumer
-        self._floors = floors
+        self._tail = tail
         self._dead_letter_topic = dead_letter_topic
         self._outcomes = outcomes
         self._ids = ids
         self._marker = f'"{ids.name}-'.encode()
         self._sent: int | None = None
         self._sending_finished_at = 0.0
-
-    @classmethod
-    async def start(
-        cls,
-        settings: KafkaClientSettings,
-        topics: list[TopicInfo],
-        outcomes: RowOutcomes,
-        ids: BatchIds,
-        seconds: float,
-    ) -> BatchWatcher:
-        consumer, floors = await _read_from_the_end(settings, topics, seconds)
-        return cls(consumer, floors, settings.topics.dead_letter, outcomes, ids)
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
 
     def sending_finished(self, sent: int) -> None:
         self._sent = sent
@@ -700,13 +599,9 @@ class BatchWatcher:
         progress: Progress | None = None
         last_news = time.monotonic()
         while True:
-            batches = await self._consumer.getmany(timeout_ms=int(_POLL_SECONDS * 1000))
             news = False
-            for partition, records in batches.items():
-                floor = self._floors.get(partition, 0)
-                for record in records:
-                    if record.offset >= floor:
-                        news |= self._take(partition.topic, record.value)
+            for record in await self._tail.poll(POLL_SECONDS):
+                news |= self._take(record)
             now = time.monotonic()
             if news:
                 last_news = now
@@ -725,15 +620,16 @@ class BatchWatcher:
                 break
         progress.finish(outcomes.results)
 
-    def _take(self, topic: str, value: bytes | None) -> bool:
+    def _take(self, record: Record) -> bool:
         """Whether the record was news: a row's first result, or its dead letter."""
+        value = record.value
         if not value or self._marker not in value:
             return False
-        document = _json_object(value)
+        document = json_object(value)
         if document is None:
             return False
         outcomes = self._outcomes
-        if topic == self._dead_letter_topic:
+        if record.topic == self._dead_letter_topic:
             event_id = document.get("id")
             number = self._ids.row_of(event_id) if isinstance(event_id, str) else None
             if number is None or number > len(outcomes) or outcomes.is_dead_lettered(number):
@@ -748,51 +644,6 @@ class BatchWatcher:
         return outcomes.record_result(number, ResultDetails.of(document, succeeded=succeeded))
 
 
-async def _read_from_the_end(
-    settings: KafkaClientSettings, topics: list[TopicInfo], seconds: float
-) -> tuple[AIOKafkaConsumer, dict[TopicPartition, int]]:
-    """A consumer of ``topics`` from their ends as they are before anything is sent, without a
-    consumer group (nothing to join, nothing committed), and those ends: what follows them are
-    the results of this run."""
-    consumer = AIOKafkaConsumer(
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
-        **connection_options(settings.kafka, seconds),
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(t.name, n) for t in topics for n in t.partitions]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            # Fixed now: a result published before this resolves would be skipped if resolving
-            # were left to the first fetch.
-            await consumer.position(partition)
-        floors = await _true_ends(consumer, partitions, seconds)
-    except BaseException:
-        await consumer.stop()
-        raise
-    return consumer, floors
-
-
-async def _true_ends(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], seconds: float
-) -> dict[TopicPartition, int]:
-    """Each partition's end offset, from the high watermark of a first fetch, made before
-    anything is sent: records below it are older than this run. Kafka's ListOffsets (what
-    seek_to_end asks) answers that same offset; Tansu answers the last record batch's first
-    offset + 1, so the rest of that batch, read next, would pass for new records."""
-    ends: dict[TopicPartition, int] = {}
-    async with asyncio.timeout(seconds):
-        while len(ends) < len(partitions):
-            await consumer.getmany(timeout_ms=int(_POLL_SECONDS * 1000))
-            for partition in partitions:
-                if partition not in ends and (end := consumer.highwater(partition)) is not None:
-                    ends[partition] = end
-    return ends
-
-
 def _summarise_rows(
     batch: Batch,
     validation: Validation,
@@ -801,9 +652,9 @@ def _summarise_rows(
     watcher: BatchWatcher | None,
     arguments: argparse.Namespace,
 ) -> int:
-    skipped = f", skipped {_plural(sending.skipped, 'invalid row')}" if sending.skipped else ""
+    skipped = f", skipped {plural(sending.skipped, 'invalid row')}" if sending.skipped else ""
     print(
-        f"sent {sending.sent} of {_plural(validation.rows, 'row')} of {batch.name} as batch "
+        f"sent {sending.sent} of {plural(validation.rows, 'row')} of {batch.name} as batch "
         f"{batch.ids.name} (event ids {batch.ids.event_id(1)} to "
         f"{batch.ids.event_id(validation.rows)}){skipped}",
         flush=True,
@@ -846,9 +697,5 @@ def _summarise_rows(
         except OSError as error:
             print(f"regen-sync send: cannot write {path}: {error.strerror}", file=sys.stderr)
             return 1
-        print(f"report: {path} ({_plural(written, 'row')})")
+        print(f"report: {path} ({plural(written, 'row')})")
     return 0 if outcomes.succeeded == validation.rows and not failed else 1
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -20,7 +20,8 @@ therefore reads each partition from its beginning; that answer is only a lower b
 reading from it and filtering by timestamp turns into the same result. A broker that does not
 know the request at all (before Kafka 0.10.1) is read from the beginning the same way.
 
-The reading part (``_read_window``) is the only part that talks to Kafka; turning records into
+The reading part (``_read_window``, reading each partition to its true end with
+``reading.read_to_the_end``) is the only part that talks to Kafka; turning records into
 entries (``Collector``), deciding the status (``Trace``) and printing (``timeline_lines``,
 ``trace_document``) work on records in memory.
 """
@@ -32,7 +33,6 @@ import asyncio
 import datetime as dt
 import enum
 import json
-import logging
 import re
 import sys
 from collections.abc import Iterable
@@ -42,7 +42,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, UnsupportedVersionError
 
-from regen_sync.config import ConfigurationError, TopicSettings
+from regen_sync.config import TopicSettings
 from regen_sync.domain import REGENERATION_FAILED, REGENERATION_SUCCEEDED
 from regen_sync.kafka.publishing import (
     DLQ_MESSAGE,
@@ -52,9 +52,13 @@ from regen_sync.kafka.publishing import (
     DLQ_REASON,
     DLQ_TRUNCATED_FROM,
 )
-from regen_sync.operator.metadata import connection_options, describe_topics, kafka_client
-from regen_sync.operator.output import Progress, Redactor, describe_error
-from regen_sync.operator.redrive import REDRIVEN_FROM, ReadStalled, Record, last_header, read_ranges
+from regen_sync.operator.clients import groupless_consumer
+from regen_sync.operator.entry import CommandRefused, KafkaWork, run_kafka_command
+from regen_sync.operator.metadata import UnusableTopics, usable_topics
+from regen_sync.operator.output import Progress
+from regen_sync.operator.reading import read_to_the_end
+from regen_sync.operator.records import Record, json_object, last_header
+from regen_sync.operator.redrive_selection import REDRIVEN_FROM
 from regen_sync.operator.settings import KafkaClientSettings, load_kafka_client_settings
 from regen_sync.processing import redrive_count
 
@@ -75,7 +79,7 @@ _TOPIC_VARIABLES = {
 }
 
 
-class TraceRefused(Exception):
+class TraceRefused(CommandRefused):
     """Arguments or configuration the command refuses (exit 2)."""
 
 
@@ -325,7 +329,7 @@ class Collector:
         value = record.value
         if value is None or self._needle not in value:
             return
-        document = _json_object(value)
+        document = json_object(value)
         topic = record.topic
         headers = record.headers
         entry: Entry | None = None
@@ -434,15 +438,6 @@ def _place(record: Record) -> dict[str, Any]:
         "partition": record.partition,
         "offset": record.offset,
     }
-
-
-def _json_object(value: bytes) -> dict[str, Any] | None:
-    """The value as a JSON object; None for anything else (an input may be anything)."""
-    try:
-        document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return None
-    return document if isinstance(document, dict) else None
 
 
 def _string(value: Any) -> str | None:
@@ -574,27 +569,17 @@ def trace_command(arguments: argparse.Namespace) -> int:
     """0 when the event has an outcome (succeeded or failed), 1 when it was seen but has no
     outcome after its latest input record, 2 when nothing of it is in the window or for
     invalid configuration or arguments, 3 when Kafka could not be read."""
-    try:
+
+    def accept() -> KafkaWork:
         options = _options(arguments)
         settings = load_kafka_client_settings()
-    except (ConfigurationError, TraceRefused) as error:
-        print(f"regen-sync trace: {error}", file=sys.stderr)
-        return 2
-    redact = Redactor(
-        secret.get_secret_value() if secret else None
-        for secret in (settings.kafka.sasl_password, settings.kafka.ssl_key_password)
-    )
-    # Failures are reported once, below; aiokafka would log them again with tracebacks.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    until = dt.datetime.now(dt.UTC)
-    try:
-        trace = asyncio.run(_trace(settings, options, until))
-    except TraceRefused as refusal:
-        print(f"regen-sync trace: {refusal}", file=sys.stderr)
-        return 2
-    except (KafkaError, OSError, TimeoutError, ReadStalled) as error:
-        print(redact(f"regen-sync trace: Kafka: {describe_error(error)}"), file=sys.stderr)
-        return EXIT_KAFKA_FAILED
+        return KafkaWork(settings.kafka, _trace_command(settings, options))
+
+    return run_kafka_command("trace", accept, kafka_failed=EXIT_KAFKA_FAILED)
+
+
+async def _trace_command(settings: KafkaClientSettings, options: TraceOptions) -> int:
+    trace = await _trace(settings, options, dt.datetime.now(dt.UTC))
     if options.as_json:
         print(json.dumps(trace_document(trace, options.window), indent=2))
     elif trace.entries:
@@ -633,33 +618,25 @@ async def _trace(settings: KafkaClientSettings, options: TraceOptions, until: dt
     collector = Collector(options.event_id, topics, since)
     names = list(dict.fromkeys(topics.model_dump().values()))
     seconds = options.seconds
-    async with asyncio.timeout(seconds), kafka_client(settings.kafka, seconds) as client:
-        described = await describe_topics(client, names)
-    problems = []
-    for role, name in topics.model_dump().items():
-        topic = described[name]
-        if topic.missing:
-            problems.append(f"topic {name} ({_TOPIC_VARIABLES[role]}) does not exist")
-        elif not topic.exists:
-            raise KafkaError(f"topic {name} is not usable: {topic.error}")
-    if problems:
-        raise TraceRefused("invalid configuration: " + "; ".join(problems))
+    try:
+        described = await usable_topics(settings.kafka, names, seconds)
+    except UnusableTopics as unusable:
+        if unknown := [topic for topic in unusable.topics if not topic.missing]:
+            raise KafkaError(f"topic {unknown[0].name} {unknown[0].problem}") from None
+        missing = {topic.name for topic in unusable.topics}
+        raise TraceRefused(
+            "invalid configuration: "
+            + "; ".join(
+                f"topic {name} ({_TOPIC_VARIABLES[role]}) does not exist"
+                for role, name in topics.model_dump().items()
+                if name in missing
+            )
+        ) from None
     partitions = [
         TopicPartition(name, number) for name in names for number in described[name].partitions
     ]
-    consumer = AIOKafkaConsumer(
-        group_id=None,
-        enable_auto_commit=False,
-        # Records removed by retention while reading: go on from the oldest one left.
-        auto_offset_reset="earliest",
-        **connection_options(settings.kafka, seconds),
-    )
-    try:
-        async with asyncio.timeout(seconds):
-            await consumer.start()
+    async with groupless_consumer(settings.kafka, seconds) as consumer:
         await _read_window(consumer, partitions, since, seconds, collector)
-    finally:
-        await consumer.stop()
     return collector.trace(until)
 
 
@@ -673,9 +650,7 @@ async def _read_window(
     ranges = await window_ranges(consumer, partitions, int(since.timestamp() * 1000), seconds)
     progress = Progress("scanned", sum(len(offsets) for offsets in ranges.values()))
     scanned = 0
-    # read_ranges moves each range's end to the high watermark of the partition's first fetch:
-    # Tansu's ListOffsets under-reports the end (see redrive.read_ranges).
-    async for records in read_ranges(consumer, ranges, seconds, to_high_watermark=True):
+    async for records in read_to_the_end(consumer, ranges, seconds):
         for record in records:
             collector.add(record)
         scanned += len(records)
@@ -708,7 +683,8 @@ async def window_ranges(
             ranges[partition] = range(0)
             continue
         # At least the last record the end offset admits: its fetch reports the real end
-        # (Tansu's end offset can be below it, see redrive.read_ranges). Tansu answers offset 0.
+        # (Tansu's end offset can be below it, see reading.TansuEndOffsets). Tansu answers
+        # offset 0.
         start = max(beginning, min(at.offset, end - 1))
         ranges[partition] = range(start, end)
     return ranges
