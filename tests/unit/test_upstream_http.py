@@ -25,7 +25,7 @@ from fakes import journal_task, softwareone_regenerator
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from regen_sync.config import SoftwareOneSettings, UpstreamHttpSettings
+from regen_sync.config import SoftwareOneSettings
 from regen_sync.domain import Failed, FailureReason
 from regen_sync.observability import Metrics, Tracing
 from regen_sync.upstream import SoftwareOneClient, upstream_http_client
@@ -95,7 +95,8 @@ class RequestsSeen:
         writer.close()
 
 
-async def read_request(reader: asyncio.StreamReader) -> None:
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Reads one request; returns its head."""
     head = await reader.readuntil(b"\r\n\r\n")
     length = next(
         (
@@ -106,6 +107,7 @@ async def read_request(reader: asyncio.StreamReader) -> None:
         0,
     )
     await reader.readexactly(length)
+    return head
 
 
 async def cut_off_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -131,10 +133,14 @@ async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     writer.close()
 
 
-def client(**settings: object) -> httpx.AsyncClient:
-    return upstream_http_client(
-        UpstreamHttpSettings.model_validate({"timeout_seconds": 5} | settings), Tracing.disabled()
+def upstream_settings(**settings: object) -> SoftwareOneSettings:
+    return SoftwareOneSettings.model_validate(
+        {"base_url": "http://127.0.0.1:9", "api_token": "T", "timeout_seconds": 5} | settings
     )
+
+
+def client(**settings: object) -> httpx.AsyncClient:
+    return upstream_http_client(upstream_settings(**settings), Tracing.disabled())
 
 
 async def test_a_slow_answer_is_a_read_timeout_after_the_configured_time() -> None:
@@ -183,7 +189,7 @@ async def test_the_trace_context_and_default_headers_reach_the_upstream() -> Non
     tracing = Tracing.exporting_to(
         SimpleSpanProcessor(InMemorySpanExporter()), service_name="t", version="0", sample_ratio=1
     )
-    http = upstream_http_client(UpstreamHttpSettings(), tracing)
+    http = upstream_http_client(upstream_settings(), tracing)
     async with web_server(record) as url, http:
         with tracing.upstream_call("regenerate", "softwareone") as span:
             assert span is not None
@@ -347,3 +353,50 @@ async def test_softwareone_is_tried_again_when_the_request_never_left() -> None:
     assert outcome.result.reason is FailureReason.RETRIES_EXHAUSTED
     assert outcome.attempts == 3
     assert "could not reach SoftwareOne: ConnectError" in outcome.result.message
+
+
+@dataclass
+class ForwardProxy:
+    """A plain-HTTP forward proxy that answers for the origin: enough to see a request came
+    through it, in absolute form, as HTTP_PROXY makes a client send it."""
+
+    request_lines: list[bytes]
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.request_lines.append((await read_request(reader)).split(b"\r\n")[0])
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def test_the_environment_proxy_carries_the_upstream_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = ForwardProxy([])
+    origin = "http://localhost:8080"
+    async with raw_server(proxy.answer) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with client(base_url=origin) as http:
+            response = await http.post(origin + "/x", json={})
+    assert response.status_code == 200
+    assert proxy.request_lines == [b"POST http://localhost:8080/x HTTP/1.1"]
+
+
+async def test_no_proxy_exempts_the_upstream_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = ForwardProxy([])
+    received: list[web.Request] = []
+
+    async def record(request: web.Request) -> web.Response:
+        received.append(request)
+        return web.json_response({})
+
+    async with raw_server(proxy.answer) as proxy_url, web_server(record) as url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with client(base_url=url) as http:
+            await http.post(url + "/x", json={})
+    assert (len(received), proxy.request_lines) == (1, [])

@@ -24,11 +24,10 @@ from regen_sync.config import (
     ConfigurationError,
     Settings,
     SoftwareOneSettings,
-    UpstreamHttpSettings,
     ZuoraSettings,
     load_settings,
 )
-from regen_sync.observability import Metrics
+from regen_sync.observability import Metrics, Tracing
 from regen_sync.operator.entry import kafka_secrets, quiet_aiokafka
 from regen_sync.operator.metadata import (
     TopicInfo,
@@ -37,7 +36,7 @@ from regen_sync.operator.metadata import (
     describe_topics,
 )
 from regen_sync.operator.output import CheckResult, Redactor, Status, describe_error
-from regen_sync.upstream import TokenUnavailable, ZuoraTokens
+from regen_sync.upstream import TokenUnavailable, ZuoraTokens, upstream_http_client
 from regen_sync.upstream.http import error_details
 
 # The Marketplace API's journal collection: a GET needs the same token as the regenerate
@@ -241,12 +240,9 @@ async def _consumer_group(settings: Settings, topic: TopicInfo, check_seconds: f
 # --- upstreams ---------------------------------------------------------------------------------
 
 
-def _http_client(settings: UpstreamHttpSettings) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=settings.timeout_seconds,
-        verify=settings.verify_tls,
-        headers={"Accept": "application/json", "User-Agent": "regen-sync check"},
-    )
+def _http_client(settings: ZuoraSettings | SoftwareOneSettings) -> httpx.AsyncClient:
+    # The service's own client (transport, TLS, proxy), so the check sees what the service sees.
+    return upstream_http_client(settings, Tracing.disabled(), user_agent="regen-sync check")
 
 
 async def _zuora_token(settings: ZuoraSettings) -> str:

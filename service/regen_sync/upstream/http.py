@@ -8,6 +8,7 @@ import datetime as dt
 import email.utils
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -15,7 +16,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from regen_sync.config import UpstreamHttpSettings
+from regen_sync.config import SoftwareOneSettings, ZuoraSettings
 from regen_sync.domain import AttemptResult, RegenerationTask, UpstreamLoad
 from regen_sync.observability import Metrics, Tracing
 
@@ -28,7 +29,12 @@ REQUEST_NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 
 
-def upstream_http_client(settings: UpstreamHttpSettings, tracing: Tracing) -> httpx.AsyncClient:
+def upstream_http_client(
+    settings: ZuoraSettings | SoftwareOneSettings,
+    tracing: Tracing,
+    *,
+    user_agent: str = "regen-sync",
+) -> httpx.AsyncClient:
     """httpx as the API, aiohttp underneath: httpx's own transport cost 2.0 ms of CPU per
     request with 64 in flight, this one 0.3 ms."""
 
@@ -39,11 +45,20 @@ def upstream_http_client(settings: UpstreamHttpSettings, tracing: Tracing) -> ht
     # SSL_CERT_FILE / SSL_CERT_DIR when set).
     tls = httpx.create_ssl_context(verify=settings.verify_tls)
     return httpx.AsyncClient(
-        transport=_UpstreamTransport(tls),
+        transport=_UpstreamTransport(tls, proxy=environment_proxy(str(settings.base_url))),
         event_hooks={"request": [propagate_trace]} if tracing.enabled else None,
         timeout=settings.timeout_seconds,
-        headers={"Accept": "application/json", "User-Agent": "regen-sync"},
+        headers={"Accept": "application/json", "User-Agent": user_agent},
     )
+
+
+def environment_proxy(base_url: str) -> str | None:
+    """The proxy HTTPS_PROXY / HTTP_PROXY name for the upstream, unless NO_PROXY exempts its
+    host: what httpx's default transport honoured, decided once per client, not per request."""
+    url = httpx.URL(base_url)
+    if urllib.request.proxy_bypass(url.host):
+        return None
+    return urllib.request.getproxies().get(url.scheme)
 
 
 class _UpstreamTransport(AiohttpTransport):
@@ -54,7 +69,7 @@ class _UpstreamTransport(AiohttpTransport):
     ("never sent"), a connection dropped after the request went out included.
     """
 
-    def __init__(self, tls: ssl.SSLContext) -> None:
+    def __init__(self, tls: ssl.SSLContext, proxy: str | None) -> None:
         keepalive_seconds = httpx.Limits().keepalive_expiry
         super().__init__(
             verify=tls,
@@ -65,8 +80,10 @@ class _UpstreamTransport(AiohttpTransport):
                     ssl=tls, limit=0, keepalive_timeout=keepalive_seconds
                 ),
                 # Not trust_env: it costs two thread hops per request (netrc, proxy lookup),
-                # and a netrc entry would clash with the Authorization header.
+                # and a netrc entry would clash with the Authorization header. The proxy is
+                # looked up once instead (environment_proxy).
                 trust_env=False,
+                proxy=proxy,
             ),
         )
 
