@@ -7,8 +7,8 @@ import json
 from collections.abc import Awaitable, Callable
 
 import httpx
-from conftest import PARTITIONS, SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, ServiceProcess, Stack
 from harness import EventSender, ResultWatcher, eventually, metric, new_event, unique
+from stack import PARTITIONS, SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, ServiceProcess, Stack
 
 
 async def test_metrics_logs_and_health(

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from conftest import ServiceProcess
 from harness import EventSender, ResultWatcher, Sandbox, eventually, new_event, unique
+from stack import ServiceProcess
 
 from devstack import ManagedProcess, free_port
 

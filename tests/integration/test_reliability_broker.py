@@ -20,7 +20,6 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import PARTITIONS, Stack
 from harness import (
     ResultWatcher,
     Sandbox,
@@ -29,8 +28,9 @@ from harness import (
     metric,
     unique,
 )
+from kafka_clients import drain, group_consumer, positions, producer
 from prometheus_client.parser import text_string_to_metric_families
-from test_tansu_broker import drain, group_consumer, positions, producer
+from stack import PARTITIONS, Stack
 
 from devstack import LocalS3, TansuBroker
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Stack
 from harness import new_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stack import Stack
 
 pytestmark = pytest.mark.reliability
 

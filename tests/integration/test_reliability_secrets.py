@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, Stack
 from harness import new_event, unique
+from stack import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, Stack
 
 pytestmark = pytest.mark.reliability
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import Stack
 from harness import event_of_kind, eventually, metric, new_event, unique
+from stack import Stack
 
 pytestmark = pytest.mark.reliability
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import PARTITIONS, ServiceProcess, Stack
 from harness import ResultWatcher, event_of_kind, eventually, metric, new_event, unique
+from stack import PARTITIONS, ServiceProcess, Stack
 
 pytestmark = pytest.mark.reliability
 

@@ -8,8 +8,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import Stack
 from harness import eventually, kafka_only, new_event, regen_sync, unique
+from stack import Stack
 
 
 def billing_event(document: str) -> dict[str, Any]:
