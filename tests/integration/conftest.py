@@ -25,8 +25,6 @@ from stack import (
 
 from devstack import TansuBroker, free_port
 
-pytestmark = pytest.mark.integration
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
