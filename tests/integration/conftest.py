@@ -1,30 +1,29 @@
-"""The real stack for integration tests: Tansu broker, the sandbox, and regen-sync itself,
-each a separate process on 127.0.0.1, stopped by PID at the end of the session."""
+"""Fixtures of the real stack for integration tests: Tansu broker, the sandbox, and regen-sync
+itself, each a separate process on 127.0.0.1, stopped by PID at the end of the session or test."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from harness import EventSender, ResultWatcher, Sandbox, Topics, unique
+from stack import (
+    PARTITIONS,
+    SANDBOX_API_TOKEN,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    ServiceProcess,
+    Stack,
+    restart_if_down,
+    start_sandbox_process,
+)
 
-from devstack import ManagedProcess, TansuBroker, free_port
-
-PARTITIONS = 6
-SANDBOX_CLIENT_ID = "it-client"
-SANDBOX_CLIENT_SECRET = "it-client-secret-value"
-SANDBOX_API_TOKEN = "it-softwareone-token-value"
-
-pytestmark = pytest.mark.integration
+from devstack import TansuBroker, free_port
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,35 +55,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
-
-
-def start_sandbox_process(log_path: Path, *flags: str) -> tuple[ManagedProcess, str]:
-    """`regen-sync-sandbox` on a free port with the test credentials; returns it and its URL."""
-    port = free_port()
-    process = ManagedProcess(
-        [
-            sys.executable,
-            "-m",
-            "regen_sync_sandbox",
-            "--port",
-            str(port),
-            "--client-id",
-            SANDBOX_CLIENT_ID,
-            "--client-secret",
-            SANDBOX_CLIENT_SECRET,
-            "--api-token",
-            SANDBOX_API_TOKEN,
-            *flags,
-        ],
-        log_path=log_path,
-    )
-    process.start()
-    try:
-        process.wait_for_line("sandbox listening on", timeout=30)
-    except BaseException:
-        process.terminate()
-        raise
-    return process, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")
@@ -128,38 +98,8 @@ def service_env(kafka_broker: TansuBroker, sandbox_url: str) -> Callable[..., di
     return env
 
 
-class ServiceProcess:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.process = ManagedProcess(
-            [sys.executable, "-m", "regen_sync", "run"], env=env, log_path=log_path
-        )
-        self.http_url = f"http://127.0.0.1:{env['REGEN_HTTP__PORT']}"
-
-    def start(self, wait_for_assignment: bool = True) -> None:
-        self.process.start()
-        if wait_for_assignment:
-            self.process.wait_for_line('"partitions assigned"', timeout=60)
-
-    def metrics(self) -> str:
-        return httpx.get(f"{self.http_url}/metrics", timeout=5).text
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.http_url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"service not ready:\n{self.process.log_tail()}")
-
-
 @pytest.fixture(scope="session")
 def shared_topics(kafka_broker: TansuBroker) -> Topics:
-    import asyncio
-
     topics = Topics.named("it-shared")
     asyncio.run(kafka_broker.create_topics(topics.all, PARTITIONS))
     return topics
@@ -193,21 +133,6 @@ async def sender(kafka_broker: TansuBroker, shared_topics: Topics) -> AsyncItera
     await events.start()
     yield events
     await events.stop()
-
-
-@dataclass
-class Stack:
-    """A service of its own, on topics of its own, with its own sandbox and broker when asked
-    for."""
-
-    topics: Topics
-    service: ServiceProcess
-    sandbox: Sandbox
-    watcher: ResultWatcher
-    sender: EventSender
-    new_service: Callable[..., ServiceProcess]
-    """``stack.new_service(**env)``: another service process on the same topics, with the
-    stack's settings and ``env`` on top; not started yet, stopped at the end of the test."""
 
 
 @pytest_asyncio.fixture
@@ -272,10 +197,3 @@ async def make_stack(
             return Stack(topics, service, control, results, events, new_service)
 
         yield make
-
-
-async def restart_if_down(broker: TansuBroker) -> None:
-    """After a test that failed with its broker down: aiokafka's clients, closed next, raise
-    CancelledError from their stop() when the broker is gone."""
-    if not broker.process.running:
-        await asyncio.to_thread(broker.start)

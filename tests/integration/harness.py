@@ -10,7 +10,7 @@ import os
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack import TansuBroker
+from regen_sync.config import ProcessingSettings
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ def new_event(event_type: str, data: dict[str, Any], **extra: Any) -> dict[str, 
     } | extra
 
 
+def billing_event(document_id: str) -> dict[str, Any]:
+    """A billing.document.fixed event for the invoice ``document_id``."""
+    return new_event(
+        "billing.document.fixed", {"documentType": "Invoice", "documentId": document_id}
+    )
+
+
 ZUORA_KINDS = 3
 """event_of_kind(n) for n % 4 < 3 is a Zuora event; 3 is a SoftwareOne journal."""
 
@@ -94,6 +102,22 @@ def event_of_kind(n: int, object_id: str) -> dict[str, Any]:
             )
         case _:
             return new_event("journal.fixed", {"journalId": object_id})
+
+
+def distinct_objects(prefix: str, count: int) -> list[tuple[dict[str, Any], str]]:
+    """``count`` events of the four types in turn, each for an object of its own (no
+    coalescing, an Idempotency-Key of its own), keyed by object so they spread over the
+    partitions."""
+    run = unique(prefix)
+    return [(event_of_kind(n, f"{run}-{n}"), f"{run}-{n}") for n in range(count)]
+
+
+def nested(depth: int) -> object:
+    """A JSON value nested ``depth`` objects deep."""
+    value: object = "bottom"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 15) -> None:
@@ -332,6 +356,41 @@ class Sandbox:
         if match is not None:
             logged = [r for r in logged if match in r["path"] or match in json.dumps(r["body"])]
         return logged
+
+
+ZUORA_OPERATIONS = ("billing", "booking", "invoice")
+"""The sandbox's operations that are Zuora calls, each with an Idempotency-Key."""
+
+MAX_ATTEMPTS = ProcessingSettings().max_attempts
+"""Upstream attempts per event read, as the stacks run (the service's default)."""
+
+TURNED_AWAY_STATUSES = frozenset({401, 409, 429, 502, 503})
+"""Answers the sandbox gives a Zuora request before running it; nothing is stored under the
+request's Idempotency-Key, so a later request with that key may run. Anything else was run
+(or is running) and stored: the sandbox only replays it."""
+
+
+def assert_each_zuora_event_ran_once(
+    logged: list[dict[str, Any]], events: Iterable[dict[str, Any]], max_calls_per_key: int
+) -> Counter[str]:
+    """For a sandbox that logged ``events`` (all of them succeeded) and nothing else: each
+    Zuora event's work ran exactly once, under one Idempotency-Key, whatever was repeated
+    around it (replays, requests turned away), and no key was sent more than
+    ``max_calls_per_key`` times. Returns the calls per key."""
+    zuora_events = sum(1 for event in events if event["type"] != "journal.fixed")
+    zuora = [r for r in logged if r["operation"] in ZUORA_OPERATIONS]
+    calls = Counter(r["headers"]["idempotency-key"] for r in zuora)
+    ran = Counter(
+        r["headers"]["idempotency-key"]
+        for r in zuora
+        if not r["replayed"] and r["status"] not in TURNED_AWAY_STATUSES
+    )
+    ran_twice = [key for key, runs in ran.items() if runs > 1]
+    assert ran_twice == [], f"{len(ran_twice)} Idempotency-Keys ran again instead of replaying"
+    assert len(ran) == zuora_events, f"{len(ran)} keys ran for {zuora_events} Zuora events"
+    overused = {key: count for key, count in calls.items() if count > max_calls_per_key}
+    assert overused == {}, f"keys sent more than {max_calls_per_key} times: {overused}"
+    return calls
 
 
 @dataclass

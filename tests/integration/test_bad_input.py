@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import EventSender, ResultWatcher, Sandbox, new_event, unique
+from harness import EventSender, ResultWatcher, Sandbox, nested, new_event, unique
 
 pytestmark = pytest.mark.usefixtures("regen_service")
-
-
-def _nested(depth: int) -> object:
-    value: object = "bottom"
-    for _ in range(depth):
-        value = {"a": value}
-    return value
 
 
 BAD_INPUTS: dict[str, tuple[bytes, str]] = {
@@ -44,7 +37,7 @@ BAD_INPUTS: dict[str, tuple[bytes, str]] = {
     "nested-too-deeply": (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     "nested-within-json-limits": (
         json.dumps(
-            new_event("journal.fixed", {"journalId": "BJO-1", "journal": _nested(200)})
+            new_event("journal.fixed", {"journalId": "BJO-1", "journal": nested(200)})
         ).encode(),
         "nested deeper than 32 levels",
     ),

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import httpx
-from conftest import Stack
 from harness import eventually, metric, new_event, unique
+from stack import Stack
 
 SLOW_CALL_MS = 5000
 

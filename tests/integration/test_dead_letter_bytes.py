@@ -15,8 +15,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import Stack
 from harness import Received, eventually, metric, new_event
+from stack import Stack
 
 INPUT_BYTES = 1536 * 1024
 CUT_BYTES = 64 * 1024

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import PARTITIONS, ServiceProcess
 from harness import (
     EventSender,
     ResultWatcher,
@@ -19,6 +18,7 @@ from harness import (
     new_event,
     unique,
 )
+from stack import PARTITIONS, ServiceProcess
 
 from devstack import TansuBroker
 

@@ -7,8 +7,8 @@ import json
 from collections.abc import Awaitable, Callable
 
 import httpx
-from conftest import PARTITIONS, SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, ServiceProcess, Stack
 from harness import EventSender, ResultWatcher, eventually, metric, new_event, unique
+from stack import PARTITIONS, SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, ServiceProcess, Stack
 
 
 async def test_metrics_logs_and_health(
@@ -87,12 +87,30 @@ async def test_metrics_logs_and_health(
 async def test_consumer_lag_is_exported_per_partition_and_falls_to_zero(
     make_stack: Callable[..., Awaitable[Stack]],
 ) -> None:
-    # Two journal calls at a time, 300 ms each: a backlog of 60 takes about 9 s to work off.
-    stack = await make_stack("lag", start=False, REGEN_SOFTWAREONE__MAX_CONCURRENCY="2")
+    # The upstream answers 503 to every call until released, and the service retries far
+    # longer than the test waits: nothing finishes, so each partition's lag is exactly the
+    # backlog sent to it. Partition 0 gets none: an idle partition is reported too, as 0.
+    backlog = list(range(PARTITIONS))
+    stack = await make_stack(
+        "lag",
+        start=False,
+        REGEN_PROCESSING__MAX_ATTEMPTS="100",
+        REGEN_CIRCUIT__FAILURE_THRESHOLD="1000",
+    )
     run = unique("LAG")
-    await stack.sandbox.fault(operation="journal", kind="latency", latencyMs=300, match=run)
-    events = [new_event("journal.fixed", {"journalId": f"{run}-{n}"}) for n in range(60)]
-    await stack.sender.send_many((event, f"{run}-{n}") for n, event in enumerate(events))
+    await stack.sandbox.fault(operation="journal", kind="status", status=503, match=run)
+    events = {
+        partition: [
+            new_event("journal.fixed", {"journalId": f"{run}-{partition}-{n}"})
+            for n in range(count)
+        ]
+        for partition, count in enumerate(backlog)
+    }
+    for partition, sent in events.items():
+        await stack.sender.send_many(
+            ((event, event["data"]["journalId"]) for event in sent), partition=partition
+        )
+    event_ids = [event["id"] for sent in events.values() for event in sent]
 
     def lag() -> list[float] | None:
         """Every partition's lag, or None while one is not reported yet."""
@@ -105,9 +123,12 @@ async def test_consumer_lag_is_exported_per_partition_and_falls_to_zero(
         except AssertionError:
             return None
 
-    # Started behind the backlog, the service reports it on every partition, idle ones
-    # included, and works it off to zero.
     await asyncio.to_thread(stack.service.start)
-    await eventually(lambda: sum(lag() or [0.0]) >= 30, timeout=30)
-    await stack.watcher.wait_for([event["id"] for event in events], timeout=60)
+    await stack.sandbox.wait_for_requests("journal", run, count=len(event_ids))
+    await eventually(lambda: lag() == backlog, timeout=30)
+    assert not any(stack.watcher.results.get(event_id) for event_id in event_ids)
+
+    await stack.sandbox.clear_faults()
+    results = await stack.watcher.wait_for(event_ids, timeout=60)
+    assert {result.topic for result in results.values()} == {stack.topics.succeeded}
     await eventually(lambda: lag() == [0.0] * PARTITIONS, timeout=30)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import Stack
 from harness import EventSender, ResultWatcher, Sandbox, new_event, unique
+from stack import Stack
 
 pytestmark = pytest.mark.usefixtures("regen_service")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET
 from harness import (
     ResultWatcher,
     Sandbox,
@@ -20,6 +19,7 @@ from harness import (
     topic_names,
     unique,
 )
+from stack import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET
 
 from devstack import TansuBroker, free_port
 

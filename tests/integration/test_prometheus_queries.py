@@ -14,8 +14,16 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from conftest import ServiceProcess
-from harness import EventSender, ResultWatcher, Sandbox, eventually, new_event, unique
+from harness import (
+    EventSender,
+    ResultWatcher,
+    Sandbox,
+    billing_event,
+    eventually,
+    new_event,
+    unique,
+)
+from stack import ServiceProcess
 
 from devstack import ManagedProcess, free_port
 
@@ -105,12 +113,7 @@ async def _send_traffic(sender: EventSender, watcher: ResultWatcher, sandbox: Sa
     )
     await sandbox.fault(operation="journal", kind="status", status=404, match=missing)
     events = [
-        (
-            new_event(
-                "billing.document.fixed", {"documentType": "Invoice", "documentId": throttled}
-            ),
-            throttled,
-        ),
+        (billing_event(throttled), throttled),
         (
             new_event(
                 "booking.fixed", {"objectType": "Subscription", "subscriptionId": unique("A-S")}

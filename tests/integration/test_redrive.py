@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from conftest import PARTITIONS, Stack
 from harness import (
     Received,
     ResultWatcher,
@@ -24,6 +23,7 @@ from harness import (
     topic_names,
     unique,
 )
+from stack import PARTITIONS, Stack
 
 from devstack import TansuBroker, free_port
 from regen_sync.kafka.publishing import DLQ_FAILED_AT, DLQ_REASON

@@ -20,17 +20,17 @@ import httpx
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import PARTITIONS, Stack
 from harness import (
     ResultWatcher,
-    Sandbox,
-    event_of_kind,
+    assert_each_zuora_event_ran_once,
+    distinct_objects,
     eventually,
     metric,
     unique,
 )
+from kafka_clients import drain, group_consumer, positions, producer
 from prometheus_client.parser import text_string_to_metric_families
-from test_tansu_broker import drain, group_consumer, positions, producer
+from stack import PARTITIONS, Stack
 
 from devstack import LocalS3, TansuBroker
 
@@ -41,7 +41,6 @@ DOWN_SECONDS = 45.0
 (40 s, aiokafka's default): results sent at the kill fail to publish and must be retried."""
 SENT_BEFORE_KILL = 240
 SENT_AFTER_RESTART = 60
-ZUORA_OPERATIONS = ("billing", "booking", "invoice")
 SHUTDOWN_GRACE_SECONDS = 2
 KUBERNETES_MARGIN_SECONDS = 15
 """The chart's terminationGracePeriodSeconds is the shutdown grace plus this: a shutdown that
@@ -148,13 +147,6 @@ async def log_ends(bootstrap_servers: str, topic: str, records: int) -> dict[int
     return ends
 
 
-def mixed_events(count: int) -> list[tuple[dict[str, Any], str]]:
-    """The four event types in turn, every event its own object, so that every Zuora event
-    has an Idempotency-Key of its own."""
-    run = unique("BRK")
-    return [(event_of_kind(n, f"{run}-{n}"), f"{run}-{n}") for n in range(count)]
-
-
 def with_results(watcher: ResultWatcher, events: list[tuple[dict[str, Any], str]]) -> int:
     return sum(1 for event, _ in events if watcher.results.get(event["id"]))
 
@@ -175,14 +167,6 @@ def upstream_calls(exposition: str) -> float:
         for family in text_string_to_metric_families(exposition)
         for sample in family.samples
         if sample.name == "regen_upstream_requests_total"
-    )
-
-
-async def zuora_calls_per_key(sandbox: Sandbox) -> Counter[str]:
-    return Counter(
-        r["headers"]["idempotency-key"]
-        for r in await sandbox.requests()
-        if r["operation"] in ZUORA_OPERATIONS
     )
 
 
@@ -247,7 +231,7 @@ async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_e
     await asyncio.to_thread(service.start)
     await asyncio.to_thread(service.wait_ready)
     async with ReadinessLog(f"{service.http_url}/health/ready") as readiness:
-        events = mixed_events(SENT_BEFORE_KILL + SENT_AFTER_RESTART)
+        events = distinct_objects("BRK", SENT_BEFORE_KILL + SENT_AFTER_RESTART)
         before, after = events[:SENT_BEFORE_KILL], events[SENT_BEFORE_KILL:]
 
         await stack.sender.send_many(before)
@@ -305,7 +289,11 @@ async def test_service_rides_out_a_broker_sigkill_mid_stream_without_losing_an_e
         await eventually(committed_to_the_end, timeout=30)
         assert service.process.running, service.process.log_tail()
 
-        calls_per_key = await zuora_calls_per_key(stack.sandbox)
+        # Read before the outage and, unless committed, once more after it: a second read
+        # only gets the stored answer back.
+        calls_per_key = assert_each_zuora_event_ran_once(
+            await stack.sandbox.requests(), [event for event, _ in events], max_calls_per_key=2
+        )
         await readiness.stop()
         # A clean SIGTERM after the outage: nothing was left stuck.
         assert await asyncio.to_thread(service.process.terminate) == 0
@@ -345,7 +333,7 @@ async def test_sigterm_while_the_broker_is_down_exits_and_a_restart_finishes_eve
         REGEN_SOFTWAREONE__MAX_CONCURRENCY="2",
     )
     await asyncio.to_thread(first.start)
-    events = mixed_events(120)
+    events = distinct_objects("BRK", 120)
     await stack.sender.send_many(events)
     await eventually(lambda: with_results(watcher, events) >= 10, timeout=60)
     durable_broker.kill()
@@ -377,7 +365,11 @@ async def test_sigterm_while_the_broker_is_down_exits_and_a_restart_finishes_eve
     # Duplicates expected: results published before the kill for offsets above their
     # partition's lowest unfinished one were not committed, so those events are read again.
     duplicates = duplicate_results(watcher, events)
-    calls_per_key = await zuora_calls_per_key(stack.sandbox)
+    # Read by the first service and once more by the second: the second gets the answers
+    # Zuora stored for the calls the first made.
+    calls_per_key = assert_each_zuora_event_ran_once(
+        await stack.sandbox.requests(), [event for event, _ in events], max_calls_per_key=2
+    )
     figures.update(
         events_sent=len(events),
         results_before_kill=finished_before_kill,

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Stack
-from harness import new_event
+from harness import nested, new_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stack import Stack
 
 pytestmark = pytest.mark.reliability
 
@@ -58,13 +58,6 @@ WRONG_TYPES = st.one_of(
 )
 
 
-def _deeply_nested(depth: int) -> Any:
-    value: Any = "bottom"
-    for _ in range(depth):
-        value = {"a": value}
-    return value
-
-
 @st.composite
 def near_valid_events(draw: st.DrawFn) -> bytes:
     event_type = draw(st.sampled_from(sorted(VALID_DATA)))
@@ -82,7 +75,7 @@ def near_valid_events(draw: st.DrawFn) -> bytes:
     else:
         # Deeper than the service accepts (32); deeper still is raw bytes in test_bad_input,
         # since encoding it here would hit this process's own recursion limit.
-        event["data"]["journal"] = _deeply_nested(draw(st.integers(10, 400)))
+        event["data"]["journal"] = nested(draw(st.integers(10, 400)))
     return json.dumps(event, allow_nan=False).encode("utf-8", "surrogatepass")
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import pytest
-from conftest import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, Stack
-from harness import new_event, unique
+from harness import billing_event, new_event, unique
+from stack import SANDBOX_API_TOKEN, SANDBOX_CLIENT_SECRET, Stack
 
 pytestmark = pytest.mark.reliability
 
@@ -30,10 +30,8 @@ async def test_known_secrets_appear_nowhere_in_any_output(
     await stack.sandbox.fault(operation="booking", kind="status", status=503, match=f"{run}-503")
     await stack.sandbox.fault(operation="journal", kind="status", status=401, match=f"{run}-401")
     events = [
-        new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": f"{run}-ok"}),
-        new_event(
-            "billing.document.fixed", {"documentType": "Invoice", "documentId": f"{run}-rej"}
-        ),
+        billing_event(f"{run}-ok"),
+        billing_event(f"{run}-rej"),
         new_event(
             "booking.fixed", {"objectType": "OrderLineItem", "orderLineItemId": f"{run}-503"}
         ),

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import Stack
-from harness import event_of_kind, eventually, metric, new_event, unique
+from harness import (
+    MAX_ATTEMPTS,
+    ZUORA_OPERATIONS,
+    assert_each_zuora_event_ran_once,
+    billing_event,
+    event_of_kind,
+    eventually,
+    metric,
+    new_event,
+    unique,
+)
+from stack import Stack
 
 pytestmark = pytest.mark.reliability
 
-ZUORA_OPERATIONS = ("billing", "booking", "invoice")
 OUTAGE_SECONDS = 60
 
 
@@ -30,7 +38,7 @@ async def test_zuora_down_for_a_minute_fails_no_event_and_journals_keep_flowing(
     stack = await make_stack("outage", sandbox_flags=("--concurrency-limit", "0"))
     run = unique("OUT")
     # A first event brings a token, so the outage below is of the API, as seen mid-day.
-    warm_up = new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": run})
+    warm_up = billing_event(run)
     await stack.sender.send(warm_up, key=run)
     await stack.watcher.wait_for([warm_up["id"]])
 
@@ -70,8 +78,9 @@ async def test_zuora_down_for_a_minute_fails_no_event_and_journals_keep_flowing(
     assert stack.watcher.dead_letters == []
     requests = await stack.sandbox.requests()
     refused = [r for r in requests if r["status"] == 503]
-    calls_per_key = Counter(
-        r["headers"]["idempotency-key"] for r in requests if r["operation"] in ZUORA_OPERATIONS
+    # Every 503 was turned away unprocessed; each event ran once, when Zuora was back.
+    calls_per_key = assert_each_zuora_event_ran_once(
+        requests, [warm_up, *(event for event, _ in zuora)], max_calls_per_key=MAX_ATTEMPTS
     )
     # While open, only probes reach Zuora: a trickle, not 150 events x 6 attempts.
     assert len(refused) < 40
@@ -107,6 +116,10 @@ async def test_a_burst_against_a_concurrency_limited_zuora_stops_drawing_429s(
 
     assert all(r.topic == stack.topics.succeeded for r in results.values())
     requests = await stack.sandbox.requests()
+    # The 429s were turned away unprocessed: each event ran once.
+    calls_per_key = assert_each_zuora_event_ran_once(
+        requests, [event for event, _ in events], max_calls_per_key=MAX_ATTEMPTS
+    )
     first = min(r["received_at"] for r in requests)
     throttled_at = [r["received_at"] - first for r in requests if r["status"] == 429]
     late_429s = [t for t in throttled_at if t > 5]
@@ -124,6 +137,7 @@ async def test_a_burst_against_a_concurrency_limited_zuora_stops_drawing_429s(
             metrics, "regen_upstream_concurrency_limit", upstream="zuora"
         ),
         events_failed=0,
+        max_calls_per_idempotency_key=max(calls_per_key.values()),
         seconds_to_finish=round(elapsed, 1),
     )
 
@@ -151,7 +165,7 @@ async def test_an_idempotency_key_still_in_progress_is_retried_with_the_same_key
     stack = await make_stack("conflict", sandbox_flags=("--concurrency-limit", "0"))
     run = unique("IDEM")
     await stack.sandbox.fault(operation="billing", kind="status", status=409, times=2, match=run)
-    event = new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": run})
+    event = billing_event(run)
     await stack.sender.send(event, key=run)
     result = (await stack.watcher.wait_for([event["id"]]))[event["id"]]
     assert result.topic == stack.topics.succeeded

@@ -10,8 +10,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from conftest import PARTITIONS, ServiceProcess, Stack
-from harness import ResultWatcher, event_of_kind, eventually, metric, new_event, unique
+from harness import (
+    MAX_ATTEMPTS,
+    ResultWatcher,
+    assert_each_zuora_event_ran_once,
+    distinct_objects,
+    event_of_kind,
+    eventually,
+    metric,
+    new_event,
+    unique,
+)
+from stack import PARTITIONS, ServiceProcess, Stack
 
 pytestmark = pytest.mark.reliability
 
@@ -39,13 +49,6 @@ async def start_all(services: list[ServiceProcess]) -> None:
 
 def results_per_event(watcher: ResultWatcher, events: list[dict[str, Any]]) -> list[int]:
     return [len(watcher.results.get(event["id"], [])) for event in events]
-
-
-def distinct_objects(prefix: str, count: int) -> list[tuple[dict[str, Any], str]]:
-    """The four event types in turn, each event for an object of its own (no coalescing),
-    keyed by object so they spread over the partitions."""
-    run = unique(prefix)
-    return [(event_of_kind(n, f"{run}-{n}"), f"{run}-{n}") for n in range(count)]
 
 
 class SteadyStream:
@@ -115,6 +118,10 @@ async def test_the_zuora_budget_holds_for_the_whole_group_of_replicas(
     assert all(result.topic == stack.topics.succeeded for result in results.values())
     assert stats["zuoraMaxConcurrent"] <= ZUORA_BUDGET
     assert stats["zuoraRefusedForConcurrency"] == 0, "no 429 once the group has settled"
+    # No replica repeated another's call: one call per event, under its first key.
+    assert_each_zuora_event_ran_once(
+        await stack.sandbox.requests(), [event for event, _ in events], max_calls_per_key=1
+    )
     figures.update(
         replicas=REPLICAS,
         zuora_budget_for_the_group=ZUORA_BUDGET,
@@ -160,6 +167,9 @@ async def test_scaling_out_then_in_mid_stream_gives_every_event_exactly_one_resu
     assert stack.watcher.dead_letters == []
     assert counts.count(0) == 0, "lost events"
     assert sum(count - 1 for count in counts) == 0, "duplicate results"
+    # Partitions changed hands only after their events were finished and committed: no
+    # Zuora call was made twice, not even to get a stored answer back.
+    assert_each_zuora_event_ran_once(await stack.sandbox.requests(), events, max_calls_per_key=1)
     figures.update(
         events=len(events),
         replicas="1 -> 3 -> 2 (SIGTERM)",
@@ -201,11 +211,19 @@ async def test_a_sigkilled_member_loses_nothing_and_its_events_succeed_on_the_ot
     assert all(result.topic == stack.topics.succeeded for result in results.values())
     assert stack.watcher.dead_letters == []
     assert counts.count(0) == 0
+    # The killed member's uncommitted events are read again by the others, whose calls get
+    # the answers Zuora stored (or 409 while the killed member's call is still running).
+    calls_per_key = assert_each_zuora_event_ran_once(
+        await stack.sandbox.requests(),
+        [event for event, _ in events],
+        max_calls_per_key=1 + MAX_ATTEMPTS,
+    )
     figures.update(
         events=len(events),
         replicas="3 -> 2 (SIGKILL)",
         in_flight_on_the_killed_member=int(in_flight),
         events_lost=counts.count(0),
         duplicate_results=sum(count - 1 for count in counts),
+        max_calls_per_idempotency_key=max(calls_per_key.values()),
         seconds_from_kill_to_the_last_result=round(recovered_seconds, 1),
     )

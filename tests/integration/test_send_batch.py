@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from conftest import PARTITIONS, Stack
 from harness import kafka_only, regen_sync, unique
+from stack import PARTITIONS, Stack
 
 from devstack import TansuBroker
 

@@ -10,75 +10,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from harness import unique
+from kafka_clients import (
+    QUICK_GROUP,
+    assert_nothing_delivered,
+    drain,
+    group_consumer,
+    positions,
+    producer,
+)
 
 from devstack import TansuBroker, TansuError
 
 pytestmark = pytest.mark.integration
-
-QUICK_GROUP: dict[str, Any] = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}
-DELIVERY_TIMEOUT_S = 15.0
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-@asynccontextmanager
-async def producer(broker: TansuBroker) -> AsyncIterator[AIOKafkaProducer]:
-    # Tansu rejects InitProducerId, so the idempotent producer cannot start.
-    client = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, enable_idempotence=False)
-    await client.start()
-    try:
-        yield client
-    finally:
-        await client.stop()
-
-
-@asynccontextmanager
-async def group_consumer(
-    broker: TansuBroker, topic: str, group: str, **settings: Any
-) -> AsyncIterator[AIOKafkaConsumer]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=broker.bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **(QUICK_GROUP | settings),
-    )
-    # With the topic given up front, start() returns only once the group has assigned it.
-    await consumer.start()
-    try:
-        yield consumer
-    finally:
-        await consumer.stop()
-
-
-async def drain(consumer: AIOKafkaConsumer, count: int) -> list[ConsumerRecord[bytes, bytes]]:
-    received: list[ConsumerRecord[bytes, bytes]] = []
-    async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-        while len(received) < count:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                received.extend(records)
-    return received
-
-
-async def assert_nothing_delivered(consumer: AIOKafkaConsumer, wait_s: float = 1.5) -> None:
-    batches = await consumer.getmany(timeout_ms=int(wait_s * 1000))
-    assert not any(batches.values()), f"unexpected delivery: {batches}"
-
-
-def positions(records: list[ConsumerRecord[bytes, bytes]]) -> list[tuple[int, int]]:
-    return sorted((record.partition, record.offset) for record in records)
 
 
 async def test_committed_offsets_survive_across_consumers(kafka_broker: TansuBroker) -> None:

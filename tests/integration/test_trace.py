@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from conftest import Stack
 from harness import (
     Run,
     eventually,
@@ -21,6 +20,7 @@ from harness import (
     topic_names,
     unique,
 )
+from stack import Stack
 
 from devstack import TansuBroker
 

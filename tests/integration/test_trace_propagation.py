@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import Stack
-from harness import eventually, new_event, unique
+from harness import billing_event, eventually, new_event, unique
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from stack import Stack
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_SPAN_ID = "b7ad6b7169203331"
@@ -125,7 +125,7 @@ async def test_a_trace_runs_from_the_input_through_the_upstream_call_to_the_resu
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
     run = unique("TRACE")
-    traced = new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": run})
+    traced = billing_event(run)
     untraced = new_event("journal.fixed", {"journalId": f"{run}-J"})
     await stack.sender.send(
         traced, key=run, headers=[("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01".encode())]

@@ -5,15 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from harness import EventSender, Received, ResultWatcher, Sandbox, new_event, unique
+from harness import EventSender, Received, ResultWatcher, Sandbox, billing_event, new_event, unique
 
 pytestmark = pytest.mark.usefixtures("regen_service")
-
-
-def billing_event(document_id: str) -> dict[str, Any]:
-    return new_event(
-        "billing.document.fixed", {"documentType": "Invoice", "documentId": document_id}
-    )
 
 
 async def outcome_of(

@@ -8,12 +8,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import Stack
-from harness import eventually, kafka_only, new_event, regen_sync, unique
-
-
-def billing_event(document: str) -> dict[str, Any]:
-    return new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": document})
+from harness import billing_event, eventually, kafka_only, regen_sync, unique
+from stack import Stack
 
 
 def calls(logged: list[dict[str, Any]]) -> list[tuple[int | None, bool, str]]:

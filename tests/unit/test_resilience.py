@@ -1,23 +1,18 @@
 """Circuit breaker and adaptive limits, with a hand-driven clock where time matters."""
 
 import asyncio
-import json
 
 import pytest
-from test_regeneration import journal_task
+from fakes import Clock, journal_task, planned_task
 
 from regen_sync.config import CircuitSettings, UpstreamHttpSettings
 from regen_sync.domain import (
     AttemptResult,
-    RegenerationTask,
     Succeeded,
     TransientFailure,
     Upstream,
     UpstreamLoad,
-    parse_event,
-    plan,
 )
-from regen_sync.domain.parsing import InvalidEvent
 from regen_sync.observability import Metrics
 from regen_sync.resilience import (
     AdaptiveConcurrency,
@@ -27,14 +22,6 @@ from regen_sync.resilience import (
     ScopeLimits,
     UpstreamGate,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def breaker(clock: Clock | None = None, **overrides: float) -> CircuitBreaker:
@@ -395,15 +382,6 @@ async def test_the_gate_exports_the_replicas_share_and_follows_each_rebalance() 
     assert calls == 1
 
 
-def zuora_task(event_type: str, data: dict[str, object], event_id: str) -> RegenerationTask:
-    raw = json.dumps(
-        {"specversion": "1.0", "id": event_id, "source": "s", "type": event_type, "data": data}
-    ).encode()
-    event = parse_event(raw, max_bytes=10_000)
-    assert not isinstance(event, InvalidEvent)
-    return plan(event)
-
-
 async def test_invoice_generation_gets_its_own_smaller_share_within_the_zuora_budget() -> None:
     gate = UpstreamGate(
         Upstream.ZUORA,
@@ -423,7 +401,7 @@ async def test_invoice_generation_gets_its_own_smaller_share_within_the_zuora_bu
         return Succeeded({})
 
     invoices = [
-        zuora_task(
+        planned_task(
             "account.charges.fixed",
             {"accountId": f"A{n}", "invoiceDate": "2026-11-01", "targetDate": "2026-11-30"},
             f"I{n}",
@@ -431,7 +409,7 @@ async def test_invoice_generation_gets_its_own_smaller_share_within_the_zuora_bu
         for n in range(5)
     ]
     billings = [
-        zuora_task(
+        planned_task(
             "billing.document.fixed", {"documentType": "Invoice", "documentId": f"D{n}"}, f"B{n}"
         )
         for n in range(5)
