@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import Clock
 from pydantic import SecretStr
 
 from regen_sync.config import ConfigurationError
@@ -266,16 +267,8 @@ def test_error_descriptions_do_not_repeat_the_class_name() -> None:
     assert describe_error(TimeoutError()) == "TimeoutError"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_progress_is_silent_for_quick_runs() -> None:
-    stream, clock = io.StringIO(), FakeClock()
+    stream, clock = io.StringIO(), Clock(100.0)
     progress = Progress("sent", 10, stream=stream, clock=clock)
     clock.now += 0.5
     progress.update(10)
@@ -284,7 +277,7 @@ def test_progress_is_silent_for_quick_runs() -> None:
 
 
 def test_progress_in_a_log_reports_at_most_once_per_interval_then_the_total() -> None:
-    stream, clock = io.StringIO(), FakeClock()
+    stream, clock = io.StringIO(), Clock(100.0)
     progress = Progress("sent", 1000, stream=stream, clock=clock)
     for done, now in [(0, 101.0), (150, 103.0), (400, 106.0)]:
         clock.now = now
@@ -304,7 +297,7 @@ class Terminal(io.StringIO):
 
 
 def test_progress_on_a_terminal_redraws_one_line() -> None:
-    stream, clock = Terminal(), FakeClock()
+    stream, clock = Terminal(), Clock(100.0)
     progress = Progress("results", 2, stream=stream, clock=clock)
     for done, now in [(1, 101.0), (1, 101.2), (1, 101.5)]:
         clock.now = now

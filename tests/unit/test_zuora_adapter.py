@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes import planned_task
 
 from regen_sync.config import ZuoraSettings
 from regen_sync.domain import (
@@ -19,7 +20,6 @@ from regen_sync.domain import (
     Succeeded,
     TransientFailure,
     parse_event,
-    plan,
 )
 from regen_sync.domain.parsing import InvalidEvent
 from regen_sync.observability import Metrics
@@ -32,12 +32,7 @@ SETTINGS = ZuoraSettings.model_validate(
 
 
 def task_for(event_type: str, data: dict[str, Any], event_id: str = "evt-1") -> RegenerationTask:
-    raw = json.dumps(
-        {"specversion": "1.0", "id": event_id, "source": "s", "type": event_type, "data": data}
-    ).encode()
-    event = parse_event(raw, max_bytes=100_000)
-    assert not isinstance(event, InvalidEvent), event
-    return plan(event)
+    return planned_task(event_type, data, event_id)
 
 
 def test_track_id_is_sanitised_and_bounded() -> None:
