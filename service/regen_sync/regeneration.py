@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_random_exponential
 
+from regen_sync.coalescing import SharedCall
 from regen_sync.config import ProcessingSettings
 from regen_sync.domain import (
     AttemptResult,
@@ -68,10 +70,11 @@ class Regenerator:
         )
 
     async def regenerate(
-        self, task: RegenerationTask, *, before_call: Callable[[], None] = lambda: None
+        self, task: RegenerationTask, *, shared_call: SharedCall[Any] | None = None
     ) -> Outcome:
-        """``before_call`` runs as each attempt is about to be sent, once the upstream's
+        """``shared_call`` is closed as each attempt is about to be sent, once the upstream's
         gate has let it through."""
+        before_call = shared_call.close if shared_call is not None else _nothing
         client = self._clients[task.operation.upstream]
         attempts = _Attempts(task, self._settings.max_attempts)
         retrying = AsyncRetrying(
@@ -94,7 +97,7 @@ class Regenerator:
         return Outcome(result, made)
 
     async def _attempt(
-        self, client: UpstreamClient, attempts: _Attempts, before_call: Callable[[], None]
+        self, client: UpstreamClient, attempts: _Attempts, before_call: Callable[[], object]
     ) -> AttemptResult:
         task = attempts.task
 
@@ -136,6 +139,10 @@ class Regenerator:
                 "cause": result.message if isinstance(result, TransientFailure) else None,
             },
         )
+
+
+def _nothing() -> None:
+    pass
 
 
 def _last_result(state: RetryCallState) -> AttemptResult | None:
