@@ -213,7 +213,7 @@ class Dispatcher(Generic[Item]):
         What is left when time runs out is cancelled and will be read again: on a shutdown,
         everything; on a hand-over (``partitions`` given), the revoked partitions' events,
         queued or running, so that no result of theirs appears after their final commit.
-        A result already on its way out is seen through first (see ``EventProcessor``), and
+        A result already on its way out is seen through first (see ``ReliableDelivery``), and
         its offset counts as finished.
         """
         loop = asyncio.get_running_loop()
