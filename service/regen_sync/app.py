@@ -9,9 +9,11 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.kafka import KafkaBroker
@@ -28,6 +30,7 @@ from regen_sync.kafka import (
     Intake,
     KafkaResultSink,
     OffsetTracker,
+    ReliableDelivery,
     aiokafka_connection_options,
     kafka_security,
     parse_records_with_any_headers,
@@ -66,13 +69,14 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             )
         ],
     )
-    succeeded = broker.publisher(
+    # Declared for the AsyncAPI document; results are sent with the service's producer.
+    broker.publisher(
         settings.topics.succeeded,
         title="regeneration.succeeded",
         description="One event per input event whose regeneration succeeded.",
         schema=RegenerationSucceeded,
     )
-    failed = broker.publisher(
+    broker.publisher(
         settings.topics.failed,
         title="regeneration.failed",
         description="One event per input event that did not succeed (also dead-lettered).",
@@ -84,16 +88,21 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
     max_request_bytes = max(
         settings.kafka.max_request_bytes, settings.processing.max_event_bytes + 16_384
     )
-    sink = KafkaResultSink(
-        succeeded,
-        failed,
-        settings.topics.dead_letter,
-        producer_options=aiokafka_connection_options(settings.kafka)
+    producer = _StartedWithTheApp(
+        aiokafka_connection_options(settings.kafka)
         | {
             "acks": "all",
             "enable_idempotence": settings.kafka.enable_idempotence,
             "max_request_size": max_request_bytes,
-        },
+            "linger_ms": 5,
+        }
+    )
+    sink = KafkaResultSink(
+        producer,
+        succeeded_topic=settings.topics.succeeded,
+        failed_topic=settings.topics.failed,
+        dead_letter_topic=settings.topics.dead_letter,
+        max_request_bytes=max_request_bytes,
         metrics=metrics,
         tracing=tracing,
     )
@@ -131,7 +140,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
     )
     processor = EventProcessor(
         regenerator,
-        sink,
+        ReliableDelivery(sink, metrics),
         metrics,
         event_source=settings.event_source,
         max_event_bytes=settings.processing.max_event_bytes,
@@ -188,7 +197,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
     intake.attach(subscriber)
 
     async def start_clients() -> None:
-        await sink.start()
+        await producer.start()
 
     async def after_start() -> None:
         intake.start_committing()
@@ -201,7 +210,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             closing.push_async_callback(asyncio.to_thread, tracing.shutdown)
             closing.push_async_callback(softwareone_http.aclose)
             closing.push_async_callback(zuora_http.aclose)
-            closing.push_async_callback(sink.stop)
+            closing.push_async_callback(producer.stop)
             await intake.stop(settings.processing.shutdown_grace_seconds)
 
     @get(include_in_schema=False)
@@ -235,6 +244,37 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             "regeneration.failed (and dead-letters every failure).",
         ),
     )
+
+
+class _StartedWithTheApp:
+    """Interim, until the app's lifespan owns the producer: aiokafka binds a producer to the
+    running loop, so it is built at start-up, not here."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._options = options
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(**self._options)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> Any:
+        assert self._producer is not None, "started with the app"
+        return await self._producer.send_and_wait(
+            topic, value, key, partition, timestamp_ms, headers
+        )
 
 
 def _exit_if_still_stopping_after(seconds: float) -> None:

@@ -1,4 +1,9 @@
-"""The coalescing seam: identical events waiting together share one upstream call."""
+"""The coalescing seam: one upstream call shared by identical events waiting for one object.
+
+The dispatcher makes a ``SharedCall`` for each event it starts; the processor passes it on to
+the regenerator, which closes it as each attempt goes out; the processor then learns from it
+which events the outcome serves, and reports each finished once its result is published.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +20,9 @@ class SharedCall(Protocol[Item]):
     @property
     def first(self) -> Item: ...
 
-    # was seal(); idempotent: later calls return the same list
-    def close(self) -> Sequence[Item]: ...
+    def close(self) -> Sequence[Item]:
+        """Take in the identical events queued behind the first, then no more; idempotent:
+        later calls return the same events. Never closed, the call serves its first alone."""
 
-    # unchanged meaning
-    def finished(self, item: Item) -> None: ...
+    def finished(self, item: Item) -> None:
+        """``item``'s result is published: its offset may be committed."""

@@ -1,33 +1,28 @@
 """What happens to one input record: read it, regenerate, publish exactly one result.
 
-A valid event becomes a RegenerationTask and its upstream call; an invalid one becomes a
-failure at once. Either way one result event is published, and every failure also goes to
-the dead-letter topic, before the record counts as finished (and its offset may be committed).
+Reading decides what an event needs. A valid event becomes a RegenerationTask, to run; input
+that is invalid, or whose reading raised, is decided there and then: its pending event carries
+its failed result. From there every event goes the same way: one result event, delivered (with
+a dead letter first, for a failure) before the record counts as finished and its offset may be
+committed.
 
-Events waiting for the same object with the same coalescing key are completed as a group:
-one upstream call, made for the first of them, and one result per event. The group is
-sealed when that call is about to go out, so it serves every identical event that arrived
-while it waited for a slot, and none that arrived after it went out. Handling that raises is
-tried ``max_handling_attempts`` times, then the event fails as ``internal_error``.
+Events waiting for the same object with the same coalescing key share one upstream call (a
+``SharedCall``), made for the first of them. It closes when the call is about to go out, so it
+serves every identical event that arrived while it waited for a slot, and none that arrived
+after it went out. Describing an outcome that raises is tried ``max_handling_attempts`` times,
+then the event fails as ``internal_error``; so does an event whose result or dead letter the
+broker refuses for good (``RecordRefused``), at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from typing import Protocol
 
 from regen_sync.coalescing import SharedCall
 from regen_sync.domain import (
@@ -35,19 +30,22 @@ from regen_sync.domain import (
     FailureReason,
     InvalidEvent,
     Outcome,
+    RegenerationFailed,
     RegenerationTask,
     ResultEvent,
-    Succeeded,
     internal_error_event,
-    invalid_event_outcome,
+    invalid_event_result,
     parse_event,
     plan,
     result_event,
 )
-from regen_sync.observability import NO_OPERATION, EventSpan, Metrics, Tracing
+from regen_sync.observability import EventObserver, EventSpan, Metrics, Tracing
 from regen_sync.regeneration import Regenerator
 
 logger = logging.getLogger(__name__)
+
+_NO_LANE = "none"
+"""The in-flight window of events decided as they were read: they call no upstream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +60,6 @@ class InputRecord:
     @property
     def origin(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
-
-    def log_fields(self) -> dict[str, object]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
 
 
 REDRIVE_HEADER = "regen-redrive"
@@ -84,91 +79,51 @@ def _redrive_count(record: InputRecord) -> int:
     count = redrive_count(record.headers)
     if count is None and any(name == REDRIVE_HEADER for name, _ in record.headers):
         # Only `redrive` writes it; a hand-made value cannot be trusted to be new.
-        logger.warning("unreadable re-drive header ignored", extra=record.log_fields())
+        logger.warning("unreadable re-drive header ignored")
     return count or 0
-
-
-@dataclass(frozen=True, slots=True)
-class Unreadable:
-    """A record whose reading raised: a bug, not bad input; it fails as internal_error."""
-
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
-    """An input record read and planned, waiting for its outcome."""
-
-    record: InputRecord
-    subject: RegenerationTask | InvalidEvent | Unreadable
-    coalescing_key: str | None = None
-    """Computed while reading, where an error still turns into a result."""
-    trace: EventSpan | None = None
-
-    @property
-    def ordering_key(self) -> str | None:
-        # Invalid events have no object: they run at once, ordered after nothing.
-        return self.subject.object_key if isinstance(self.subject, RegenerationTask) else None
-
-    @property
-    def lane(self) -> str:
-        """The in-flight window it counts against: one per upstream."""
-        if isinstance(self.subject, RegenerationTask):
-            return self.subject.operation.upstream
-        return "none"
-
-
-class EventGroup(Protocol):
-    """Events one upstream call may serve: the first one, and the identical events waiting
-    behind it at the moment the call goes out (``seal``; until then, the first alone)."""
-
-    @property
-    def first(self) -> PendingEvent: ...
-
-    def seal(self) -> Sequence[PendingEvent]: ...
-
-    def finished(self, event: PendingEvent) -> None:
-        """``event``'s result is published: its offset may be committed."""
-
-
-class _SealedOnClose:
-    """An EventGroup as the regenerator's SharedCall (a bridge: the coalescing seam's owner
-    replaces EventGroup with SharedCall)."""
-
-    def __init__(self, group: EventGroup) -> None:
-        self._group = group
-        self.served: Sequence[PendingEvent] = [group.first]
-
-    @property
-    def first(self) -> PendingEvent:
-        return self._group.first
-
-    def close(self) -> Sequence[PendingEvent]:
-        self.served = self._group.seal()
-        return self.served
-
-    def finished(self, item: PendingEvent) -> None:
-        self._group.finished(item)
 
 
 class RecordRefused(Exception):
     """The broker will never take this record (too large, say): retrying cannot help."""
 
 
-class ResultSink(Protocol):
-    """Publishes results and dead letters. Failures are retried until they succeed, except
-    RecordRefused, which makes the event fail as internal_error instead."""
+class Delivery(Protocol):
+    async def deliver(
+        self, record: InputRecord, result: ResultEvent, *, delivered: Callable[[], None]
+    ) -> None:
+        """Dead letter first (for a failure), then the result, each retried until Kafka has
+        it; then ``delivered``. Raises RecordRefused if the broker will never take one."""
 
-    async def publish_result(self, record: InputRecord, event: ResultEvent) -> None: ...
 
-    async def dead_letter(self, record: InputRecord, failure: Failed) -> None: ...
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An input record read and planned, waiting for its result: either it has a task to
+    run, or it was decided as it was read and carries its result."""
+
+    record: InputRecord
+    observer: EventObserver
+    task: RegenerationTask | None = None
+    decided: RegenerationFailed | None = None
+    """The result of input that is invalid, or whose reading raised (then ``task`` is None)."""
+    event_id: str | None = None
+    event_type: str | None = None
+    coalescing_key: str | None = None
+    """Computed while reading, where an error still turns into a result."""
+    ordering_key: str | None = None
+    """The object it changes; events decided as they were read are ordered after nothing."""
+    lane: str = _NO_LANE
+    """The in-flight window it counts against: one per upstream."""
+
+    @property
+    def trace(self) -> EventSpan | None:
+        return self.observer.trace
 
 
 class EventProcessor:
     def __init__(
         self,
         regenerator: Regenerator,
-        sink: ResultSink,
+        delivery: Delivery,
         metrics: Metrics,
         *,
         event_source: str,
@@ -177,225 +132,181 @@ class EventProcessor:
         tracing: Tracing | None = None,
     ) -> None:
         self._regenerator = regenerator
-        self._tracing = tracing or Tracing.disabled()
-        self._sink = sink
+        self._delivery = delivery
         self._metrics = metrics
+        self._tracing = tracing or Tracing.disabled()
         self._event_source = event_source
         self._max_event_bytes = max_event_bytes
         self._max_handling_attempts = max_handling_attempts
 
     def read(self, record: InputRecord) -> PendingEvent:
-        trace = self._tracing.start_event(
-            record.headers, topic=record.topic, partition=record.partition, offset=record.offset
+        observer = EventObserver(
+            self._metrics,
+            self._tracing,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            headers=record.headers,
         )
-        try:
-            subject = self._plan(record)
-            if isinstance(subject, RegenerationTask):
-                return PendingEvent(record, subject, subject.coalescing_key, trace)
-            return PendingEvent(record, subject, trace=trace)
-        except Exception as error:
-            # The record must still get its one outcome, and its offset must not be skipped.
-            logger.exception("reading an event raised", extra=record.log_fields())
-            self._metrics.event_received(None)
-            return PendingEvent(record, Unreadable(type(error).__name__), trace=trace)
+        with observer.handling():
+            try:
+                return self._planned(record, observer)
+            except Exception as error:
+                # The record must still get its one outcome, and its offset must not be skipped.
+                logger.exception("reading an event raised")
+                observer.unreadable()
+                decided = self._internal_error(record, None, None, error)
+                return PendingEvent(record, observer, decided=decided)
 
-    def _plan(self, record: InputRecord) -> RegenerationTask | InvalidEvent:
+    def _planned(self, record: InputRecord, observer: EventObserver) -> PendingEvent:
         parsed = parse_event(record.value, max_bytes=self._max_event_bytes)
         if isinstance(parsed, InvalidEvent):
-            self._metrics.event_received(parsed.event_type)
-            logger.warning(
-                "invalid event",
-                extra=record.log_fields()
-                | {"event_id": parsed.event_id, "type": parsed.event_type}
-                | {"problems": list(parsed.problems)},
+            observer.received(parsed.event_id, parsed.event_type)
+            logger.warning("invalid event", extra={"problems": list(parsed.problems)})
+            decided = invalid_event_result(
+                parsed, source=self._event_source, origin=record.origin, now=_now()
             )
-            return parsed
-        self._metrics.event_received(parsed.type)
-        return plan(parsed, redrive=_redrive_count(record))
+            return PendingEvent(
+                record,
+                observer,
+                decided=decided,
+                event_id=parsed.event_id,
+                event_type=parsed.event_type,
+            )
+        observer.received(parsed.id, parsed.type)
+        task = plan(parsed, redrive=_redrive_count(record))
+        return PendingEvent(
+            record,
+            observer,
+            task=task,
+            event_id=parsed.id,
+            event_type=parsed.type,
+            coalescing_key=task.coalescing_key,
+            ordering_key=task.object_key,
+            lane=task.operation.upstream,
+        )
 
-    async def complete(self, group: EventGroup) -> None:
-        """One upstream call for the group's first event, then one result for each event
-        the call served."""
-        leader = group.first.subject
-        shared_call = _SealedOnClose(group)
-        if isinstance(leader, Unreadable):
-            await self._give_up(group, shared_call.served, leader.error)
+    async def complete(self, call: SharedCall[PendingEvent]) -> None:
+        """One upstream call for the call's first event (none if it was decided as it was
+        read), then one result for each event the call served."""
+        first = call.first
+        if first.task is None:
+            assert first.decided is not None, "an event without a task was decided when read"
+            decided = first.decided
+            await self._finish(call, first, lambda: decided, coalesced=False)
             return
-        outcome: Outcome | None = None
-        published = 0
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._max_handling_attempts),
-                wait=wait_exponential(multiplier=0.1, max=2),
-                retry=retry_if_exception_type(Exception),
-                before_sleep=lambda state: self._handling_failed(group.first.record, state),
-                reraise=True,
-            ):
-                with attempt:
-                    if outcome is None:
-                        with self._tracing.within(group.first.trace):
-                            outcome = await self._outcome(leader, shared_call)
-                    # Events already published are not published again on the next try.
-                    while published < len(shared_call.served):
-                        await self._publish(group, shared_call.served[published], outcome)
-                        published += 1
-        except Exception as error:
-            logger.exception(
-                "handling an event kept raising; failing it as internal_error",
-                extra=group.first.record.log_fields() | {"attempts": self._max_handling_attempts},
-            )
-            await self._give_up(group, shared_call.served[published:], type(error).__name__)
+        with first.observer.handling():
+            outcome = await self._outcome(first.task, call)
+        for pending in call.close():
+            coalesced = pending is not first
+            if coalesced:
+                pending.observer.served_by(first.observer)
+            describe = functools.partial(self._described, pending, outcome, first.task)
+            await self._finish(call, pending, describe, coalesced=coalesced)
 
-    async def _outcome(
-        self, subject: RegenerationTask | InvalidEvent, shared_call: SharedCall[PendingEvent]
-    ) -> Outcome:
-        if isinstance(subject, InvalidEvent):
-            return invalid_event_outcome(subject)
+    async def _outcome(self, task: RegenerationTask, call: SharedCall[PendingEvent]) -> Outcome:
         try:
-            return await self._regenerator.regenerate(subject, shared_call=shared_call)
+            return await self._regenerator.regenerate(task, shared_call=call)
         except Exception as error:
-            logger.exception(
-                "unexpected error during regeneration", extra={"event_id": subject.event.id}
-            )
+            logger.exception("unexpected error during regeneration")
             return Outcome(
                 Failed(FailureReason.INTERNAL_ERROR, f"internal error: {type(error).__name__}"),
                 attempts=1,
             )
 
-    async def _publish(self, group: EventGroup, pending: PendingEvent, outcome: Outcome) -> None:
-        first = group.first
-        record, subject, leader = pending.record, pending.subject, first.subject
-        assert not isinstance(subject, Unreadable), "unreadable events are never grouped"
-        assert not isinstance(leader, Unreadable), "unreadable events are never grouped"
-        result = outcome.result
-        operation = subject.operation if isinstance(subject, RegenerationTask) else NO_OPERATION
-        served_by = leader if isinstance(leader, RegenerationTask) else None
-        event = result_event(
-            subject,
-            outcome,
-            source=self._event_source,
-            origin=record.origin,
-            now=dt.datetime.now(dt.UTC),
-            served_by=served_by,
+    def _described(
+        self, pending: PendingEvent, outcome: Outcome, served_by: RegenerationTask
+    ) -> ResultEvent:
+        assert pending.task is not None, "only events with a task share a call"
+        return result_event(
+            pending.task, outcome, source=self._event_source, now=_now(), served_by=served_by
         )
-        coalesced = subject is not leader
-        if coalesced:
-            self._tracing.link(pending.trace, served_by=first.trace)
-        await _seen_through(self._deliver(group, pending, event, result))
-        self._metrics.results.labels(
-            operation,
-            "failed" if isinstance(result, Failed) else "succeeded",
-            result.reason if isinstance(result, Failed) else "",
-        ).inc()
-        if coalesced:
-            self._metrics.coalesced.labels(operation).inc()
-        log_fields = record.log_fields() | {
-            "event_id": event.data.sourceEventId,
-            "type": event.data.sourceEventType,
-            "operation": operation,
-            "attempts": outcome.attempts,
-            "served_by": event.data.servedByEventId if coalesced else None,
-        }
-        if isinstance(result, Failed):
-            logger.warning(
-                "regeneration failed",
-                extra=log_fields | {"reason": result.reason, "http_status": result.http_status},
-            )
-        else:
-            logger.info("regeneration succeeded", extra=log_fields)
 
-    async def _give_up(
-        self, group: EventGroup, unpublished: Sequence[PendingEvent], error: str
+    async def _finish(
+        self,
+        call: SharedCall[PendingEvent],
+        pending: PendingEvent,
+        describe: Callable[[], ResultEvent],
+        *,
+        coalesced: bool,
     ) -> None:
-        failure = Failed(FailureReason.INTERNAL_ERROR, f"internal error: {error}", retryable=True)
-        for pending in unpublished:
-            subject = pending.subject
-            event_id: str | None = None
-            event_type: str | None = None
-            if isinstance(subject, RegenerationTask):
-                event_id, event_type = subject.event.id, subject.event.type
-            elif isinstance(subject, InvalidEvent):
-                event_id, event_type = subject.event_id, subject.event_type
-            event = internal_error_event(
-                event_id,
-                event_type,
-                failure,
-                source=self._event_source,
-                origin=pending.record.origin,
-                now=dt.datetime.now(dt.UTC),
-            )
-            await _seen_through(self._deliver(group, pending, event, failure))
-            self._metrics.results.labels(NO_OPERATION, "failed", failure.reason).inc()
+        with pending.observer.handling():
+            result = await self._result(pending, describe)
+            try:
+                await self._deliver(call, pending, result, coalesced=coalesced)
+            except RecordRefused as refusal:
+                # Sending the same records again cannot help; a small internal_error result
+                # and a dead letter of the input can still be published.
+                logger.error(
+                    "the broker refused the event's result or dead letter; failing it as "
+                    "internal_error",
+                    extra={"error": str(refusal)},
+                )
+                fallback = self._internal_error(
+                    pending.record, pending.event_id, pending.event_type, refusal
+                )
+                # Refused again, it raises: the event stays unfinished, its offset uncommitted.
+                await self._deliver(call, pending, fallback, coalesced=False)
+
+    async def _result(
+        self, pending: PendingEvent, describe: Callable[[], ResultEvent]
+    ) -> ResultEvent:
+        """The event's result event; if describing it keeps raising, its internal_error."""
+        attempt = 1
+        while True:
+            try:
+                return describe()
+            except Exception as error:
+                if attempt >= self._max_handling_attempts:
+                    logger.exception(
+                        "handling an event kept raising; failing it as internal_error",
+                        extra={"attempts": attempt},
+                    )
+                    return self._internal_error(
+                        pending.record, pending.event_id, pending.event_type, error
+                    )
+                logger.error(
+                    "handling an event raised; trying again",
+                    extra={"error": repr(error), "attempt": attempt},
+                )
+            await asyncio.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
+            attempt += 1
 
     async def _deliver(
         self,
-        group: EventGroup,
+        call: SharedCall[PendingEvent],
         pending: PendingEvent,
-        event: ResultEvent,
-        result: Succeeded | Failed,
+        result: ResultEvent,
+        *,
+        coalesced: bool,
     ) -> None:
-        """Dead letter first (for failures), then the result: once the result is out, the
-        record counts as finished (``group.finished``), and so does its trace. Callers see it
-        through (``_seen_through``)."""
-        record = pending.record
-        with self._tracing.within(pending.trace):
-            if isinstance(result, Failed):
-                await self._until_published(record, lambda: self._sink.dead_letter(record, result))
-                self._metrics.dead_letters.labels(result.reason).inc()
-            await self._until_published(record, lambda: self._sink.publish_result(record, event))
-        group.finished(pending)
-        self._tracing.end_event(
-            pending.trace,
-            event_id=event.data.sourceEventId,
-            event_type=event.data.sourceEventType,
-            operation=event.data.operation,
-            failure_reason=result.reason if isinstance(result, Failed) else None,
+        def delivered() -> None:
+            call.finished(pending)
+            pending.observer.published(result, coalesced=coalesced)
+
+        await self._delivery.deliver(pending.record, result, delivered=delivered)
+
+    def _internal_error(
+        self,
+        record: InputRecord,
+        event_id: str | None,
+        event_type: str | None,
+        error: BaseException,
+    ) -> RegenerationFailed:
+        """The last-resort result: built from as little as possible, so that whatever broke
+        the normal path cannot break this one too."""
+        failure = Failed(
+            FailureReason.INTERNAL_ERROR, f"internal error: {type(error).__name__}", retryable=True
         )
-
-    def _handling_failed(self, record: InputRecord, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        logger.error(
-            "handling an event raised; trying again",
-            extra=record.log_fields() | {"error": repr(error), "attempt": state.attempt_number},
-        )
-
-    async def _until_published(
-        self, record: InputRecord, publish: Callable[[], Awaitable[None]]
-    ) -> None:
-        # The record's offset must not be committed before its outcome is on Kafka, so a
-        # publish is repeated until it goes through (or the service shuts down).
-        async for attempt in AsyncRetrying(
-            # A cancellation (shutdown) is no Exception: it must end the loop, not be retried.
-            retry=retry_if_exception(
-                lambda error: isinstance(error, Exception) and not isinstance(error, RecordRefused)
-            ),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            before_sleep=lambda state: self._publish_failed(record, state),
-        ):
-            with attempt:
-                await publish()
-
-    def _publish_failed(self, record: InputRecord, state: RetryCallState) -> None:
-        self._metrics.publish_errors.inc()
-        error = state.outcome.exception() if state.outcome else None
-        logger.error(
-            "publishing failed; retrying",
-            extra=record.log_fields() | {"error": repr(error), "attempt": state.attempt_number},
+        return internal_error_event(
+            event_id,
+            event_type,
+            failure,
+            source=self._event_source,
+            origin=record.origin,
+            now=_now(),
         )
 
 
-async def _seen_through(delivery: Coroutine[Any, Any, None]) -> None:
-    """Once begun, a delivery is seen through even when its event is cancelled (a partition
-    handed over, a shutdown): cut short, its records could still reach Kafka without the event
-    counting as finished, and the partition's next owner would publish them again. A second
-    cancellation (the broker is away, say) gives the delivery up."""
-    task = asyncio.ensure_future(delivery)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        raise
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

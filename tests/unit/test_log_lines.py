@@ -1,9 +1,11 @@
 """Log lines: a repeated third-party complaint is let through once per interval, with a count
-of what was held back; the service's own lines are never held back."""
+of what was held back; the service's own lines are never held back; every line carries the
+coordinates of the event being handled."""
 
+import json
 import logging
 
-from regen_sync.observability.logging import RepeatLimiter
+from regen_sync.observability.logging import JsonFormatter, RepeatLimiter, logged_with
 
 
 class Clock:
@@ -41,3 +43,25 @@ def test_the_services_own_lines_are_never_held_back() -> None:
     assert all(
         limiter.filter(record("regen_sync.processing", "regeneration failed")) for _ in range(50)
     )
+
+
+def test_a_line_carries_the_bound_coordinates_and_its_own_fields_win() -> None:
+    formatter = JsonFormatter()
+    line = record("regen_sync.processing", "regeneration failed")
+    line.reason = "rejected"
+    line.offset = 8
+    with logged_with({"topic": "input", "partition": 2, "offset": 7, "event_id": "E7"}):
+        inside = json.loads(formatter.format(line))
+    outside = json.loads(formatter.format(line))
+    assert inside | {"time": "-"} == {
+        "time": "-",
+        "level": "ERROR",
+        "logger": "regen_sync.processing",
+        "message": "regeneration failed",
+        "topic": "input",
+        "partition": 2,
+        "offset": 8,
+        "event_id": "E7",
+        "reason": "rejected",
+    }
+    assert outside.keys() == {"time", "level", "logger", "message", "reason", "offset"}

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from regen_sync.kafka import Dispatcher, Group, Intake, OffsetTracker, Partition
+from regen_sync.coalescing import SharedCall
+from regen_sync.kafka import Dispatcher, Intake, OffsetTracker, Partition
 from regen_sync.kafka import intake as intake_module
 from regen_sync.observability import Metrics
 from regen_sync.resilience import GroupShare
@@ -66,12 +67,12 @@ class Recorder:
         self.groups: list[list[str]] = []
         self.ended = asyncio.Event()
 
-    async def handle(self, group: Group[Job]) -> None:
-        # Sealed at once, as if its upstream call went out at the start.
-        names = [job.name for job in group.seal()]
+    async def handle(self, group: SharedCall[Job]) -> None:
+        # Closed at once, as if its upstream call went out at the start.
+        names = [job.name for job in group.close()]
         self.groups.append(names)
         self.log.append(f"start {'+'.join(names)}")
-        for job in group.seal():
+        for job in group.close():
             if job.gate is not None:
                 await job.gate.wait()
         self.log.append(f"end {'+'.join(names)}")
@@ -128,10 +129,10 @@ async def test_events_arriving_before_the_call_goes_out_join_it_and_later_ones_d
     call_may_go_out, call_went_out, finish = asyncio.Event(), asyncio.Event(), asyncio.Event()
     groups: list[list[str]] = []
 
-    async def handle(group: Group[Job]) -> None:
+    async def handle(group: SharedCall[Job]) -> None:
         if group.first.gate is not None:  # the first call waits for its upstream slot
             await call_may_go_out.wait()
-        groups.append([job.name for job in group.seal()])
+        groups.append([job.name for job in group.close()])
         call_went_out.set()
         if group.first.gate is not None:
             await finish.wait()
@@ -150,11 +151,11 @@ async def test_events_arriving_before_the_call_goes_out_join_it_and_later_ones_d
     assert groups == [["A1", "A2", "A3"], ["A4"]]
 
 
-async def test_an_unsealed_group_is_its_first_event_alone() -> None:
+async def test_a_shared_call_never_closed_serves_its_first_event_alone() -> None:
     seen: list[Job] = []
 
-    async def handle(group: Group[Job]) -> None:
-        seen.append(group.first)  # decided without a call: never sealed
+    async def handle(group: SharedCall[Job]) -> None:
+        seen.append(group.first)  # decided without a call: never closed
 
     tracker = OffsetTracker()
     events = Dispatcher(
@@ -216,8 +217,8 @@ async def test_handing_over_waits_for_its_partitions_then_cancels_what_is_left_o
 class PublishingRecorder(Recorder):
     """Publishes each job's result as it goes: the first at once, the next after its gate."""
 
-    async def handle(self, group: Group[Job]) -> None:
-        jobs = group.seal()
+    async def handle(self, group: SharedCall[Job]) -> None:
+        jobs = group.close()
         for job in jobs:
             if job.gate is not None:
                 await job.gate.wait()
@@ -412,7 +413,7 @@ async def test_the_rest_of_a_poll_is_not_admitted_once_its_partition_is_revoked(
     first_running = asyncio.Event()
     held = asyncio.Event()
 
-    async def hold_the_first(group: Group[Any]) -> None:
+    async def hold_the_first(group: SharedCall[Any]) -> None:
         first_running.set()
         await held.wait()
 

@@ -1,32 +1,22 @@
-"""One result per event, whatever goes wrong: coalesced groups, raising handlers, refused
-records. In memory: the sink and the regenerator are fakes; the integration suite runs the
-same paths against the real broker."""
+"""One result per event, whatever goes wrong: shared calls, raising publications, refused
+records, input decided as it is read. In memory: the sink and the regenerator are fakes; the
+integration suite runs the same paths against the real broker."""
 
 import asyncio
+import io
 import json
-from dataclasses import dataclass, field
-from typing import Any
+import logging
+from collections.abc import Iterator
 
 import pytest
+from fakes import MemorySink, WaitingEvents
 
 from regen_sync import processing
 from regen_sync.coalescing import SharedCall
-from regen_sync.domain import (
-    Failed,
-    FailureReason,
-    Outcome,
-    RegenerationTask,
-    ResultEvent,
-    Succeeded,
-)
-from regen_sync.observability import Metrics
-from regen_sync.processing import (
-    REDRIVE_HEADER,
-    EventProcessor,
-    InputRecord,
-    PendingEvent,
-    RecordRefused,
-)
+from regen_sync.domain import FailureReason, Outcome, RegenerationTask, Succeeded
+from regen_sync.kafka import ReliableDelivery
+from regen_sync.observability import JsonFormatter, Metrics
+from regen_sync.processing import REDRIVE_HEADER, EventProcessor, InputRecord
 
 
 def record(offset: int, value: object) -> InputRecord:
@@ -49,68 +39,46 @@ class CountingRegenerator:
         self.calls: list[str] = []
 
     async def regenerate(
-        self, task: RegenerationTask, *, shared_call: SharedCall[Any] | None = None
+        self, task: RegenerationTask, *, shared_call: SharedCall[object] | None = None
     ) -> Outcome:
         if shared_call is not None:
             shared_call.close()
         self.calls.append(task.event.id)
+        logging.getLogger("regen_sync.upstream").info("calling the upstream")
         return Outcome(Succeeded({"journalId": "BJO-1"}), attempts=1)
 
 
-@dataclass
-class WaitingEvents:
-    """A group whose identical events are all waiting when the call goes out."""
-
-    events: list[PendingEvent]
-    finished_events: list[PendingEvent] = field(default_factory=list)
-
-    @property
-    def first(self) -> PendingEvent:
-        return self.events[0]
-
-    def seal(self) -> list[PendingEvent]:
-        return self.events
-
-    def finished(self, event: PendingEvent) -> None:
-        self.finished_events.append(event)
-
-
-class MemorySink:
-    """Keeps what was published; ``refuse`` / ``fail_once`` script publish errors."""
-
-    def __init__(self) -> None:
-        self.results: list[ResultEvent] = []
-        self.dead_letters: list[tuple[int, Failed]] = []
-        self.refuse_succeeded = False
-        self.fail_once: set[str] = set()
-        self.hold: asyncio.Event | None = None
-        """When set, a publication waits for it (it has begun: `publishing` is set)."""
-        self.publishing = asyncio.Event()
-
-    async def publish_result(self, record: InputRecord, event: ResultEvent) -> None:
-        self.publishing.set()
-        if self.hold is not None:
-            await self.hold.wait()
-        if event.type == "regeneration.succeeded" and self.refuse_succeeded:
-            raise RecordRefused("too large")
-        if event.data.sourceEventId in self.fail_once:
-            self.fail_once.discard(event.data.sourceEventId)
-            raise ValueError("a bug on the way out")
-        self.results.append(event)
-
-    async def dead_letter(self, record: InputRecord, failure: Failed) -> None:
-        self.dead_letters.append((record.offset, failure))
-
-
-def processor(sink: MemorySink, regenerator: CountingRegenerator) -> EventProcessor:
+def processor(
+    sink: MemorySink, regenerator: CountingRegenerator, metrics: Metrics | None = None
+) -> EventProcessor:
+    metrics = metrics or Metrics()
     return EventProcessor(
         regenerator,  # type: ignore[arg-type]
-        sink,
-        Metrics(),
+        ReliableDelivery(sink, metrics, first_retry_seconds=0.001),
+        metrics,
         event_source="urn:test",
         max_event_bytes=10_000,
         max_handling_attempts=3,
     )
+
+
+@pytest.fixture
+def written_log() -> Iterator[io.StringIO]:
+    """The log as the service writes it: JSON lines, formatted as they are logged."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def results_of(sink: MemorySink) -> list[tuple[str | None, str]]:
+    return [(r.data.sourceEventId, r.type) for r in sink.results]
 
 
 async def test_a_coalesced_group_makes_one_call_and_gets_one_result_per_event() -> None:
@@ -131,7 +99,8 @@ async def test_a_result_on_its_way_out_is_published_and_counted_when_its_event_i
     None
 ):
     sink, regenerator = MemorySink(), CountingRegenerator()
-    events = processor(sink, regenerator)
+    metrics = Metrics()
+    events = processor(sink, regenerator, metrics)
     sink.hold = asyncio.Event()
     waiting = WaitingEvents([events.read(record(n, journal_event(f"E{n}"))) for n in range(2)])
     handling = asyncio.create_task(events.complete(waiting))
@@ -144,6 +113,11 @@ async def test_a_result_on_its_way_out_is_published_and_counted_when_its_event_i
         await handling
     assert [r.data.sourceEventId for r in sink.results] == ["E0"]
     assert waiting.finished_events == waiting.events[:1], "E0 is out, E1 is read again"
+    succeeded = metrics.registry.get_sample_value(
+        "regen_results_total",
+        {"operation": "regenerate_journal", "outcome": "succeeded", "reason": ""},
+    )
+    assert succeeded == 1
 
 
 def test_different_flags_or_objects_never_share_a_coalescing_key() -> None:
@@ -164,45 +138,114 @@ def test_different_flags_or_objects_never_share_a_coalescing_key() -> None:
 
 async def test_a_raising_publish_is_tried_again_without_duplicating_published_results() -> None:
     sink, regenerator = MemorySink(), CountingRegenerator()
-    events = processor(sink, regenerator)
+    metrics = Metrics()
+    events = processor(sink, regenerator, metrics)
     group = [events.read(record(n, journal_event(f"E{n}"))) for n in range(3)]
     sink.fail_once = {"E1"}
-    await events.complete(WaitingEvents(group))
+    waiting = WaitingEvents(group)
+    await events.complete(waiting)
     assert regenerator.calls == ["E0"], "the upstream call is not repeated"
+    assert sink.attempts == ["E0", "E1", "E1", "E2"], "only the raising publication again"
     assert [r.data.sourceEventId for r in sink.results] == ["E0", "E1", "E2"]
+    assert waiting.finished_events == group
+    assert metrics.registry.get_sample_value("regen_publish_errors_total") == 1
 
 
 async def test_a_result_the_broker_refuses_ends_as_internal_error_with_a_dead_letter() -> None:
     sink, regenerator = MemorySink(), CountingRegenerator()
     sink.refuse_succeeded = True
     events = processor(sink, regenerator)
-    await events.complete(WaitingEvents([events.read(record(7, journal_event("E7")))]))
+    waiting = WaitingEvents([events.read(record(7, journal_event("E7")))])
+    await events.complete(waiting)
+    assert sink.attempts == ["E7", "E7"], "refused once, not retried: then its internal_error"
     [result] = sink.results
     assert result.type == "regeneration.failed"
     assert result.data.reason is FailureReason.INTERNAL_ERROR  # type: ignore[union-attr]
+    assert result.data.message == "internal error: RecordRefused"  # type: ignore[union-attr]
     assert result.data.sourceEventId == "E7"
-    assert [(offset, failure.reason) for offset, failure in sink.dead_letters] == [
-        (7, FailureReason.INTERNAL_ERROR)
-    ]
+    assert sink.dead_letters == [(7, FailureReason.INTERNAL_ERROR)]
+    assert sink.published == ["dead letter 7", "result E7"], "the dead letter first"
+    assert waiting.finished_events == waiting.events
 
 
-async def test_a_record_whose_reading_raises_still_gets_its_failed_event(
+async def test_a_dead_letter_refused_even_as_internal_error_leaves_the_event_unfinished() -> None:
+    sink, regenerator = MemorySink(), CountingRegenerator()
+    sink.refuse_dead_letters = True
+    events = processor(sink, regenerator)
+    waiting = WaitingEvents([events.read(record(4, b"not json"))])
+    with pytest.raises(processing.RecordRefused):
+        await asyncio.wait_for(events.complete(waiting), timeout=5)
+    assert sink.attempts == [], "no result without its dead letter"
+    assert waiting.finished_events == [], "its offset stays uncommitted: read again"
+
+
+async def test_a_failure_is_dead_lettered_before_its_result_is_published() -> None:
+    sink = MemorySink()
+    events = processor(sink, CountingRegenerator())
+    waiting = WaitingEvents([events.read(record(5, b"not json"))])
+    await events.complete(waiting)
+    assert sink.published == ["dead letter 5", "result None"]
+    assert sink.dead_letters == [(5, FailureReason.INVALID_EVENT)]
+    assert waiting.finished_events == waiting.events
+
+
+def test_invalid_input_is_decided_as_it_is_read() -> None:
+    events = processor(MemorySink(), CountingRegenerator())
+    pending = events.read(record(2, journal_event("E2") | {"type": "invoice.deleted"}))
+    assert pending.task is None
+    assert pending.decided is not None
+    assert pending.decided.data.reason is FailureReason.INVALID_EVENT
+    assert pending.decided.data.sourceEventId == "E2"
+    assert pending.decided.data.attempts == 0
+    [problem] = pending.decided.data.problems or []
+    assert "unknown event type" in problem
+    assert (pending.ordering_key, pending.coalescing_key, pending.lane) == (None, None, "none")
+
+
+async def test_a_record_whose_reading_raises_is_decided_as_internal_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def broken_parser(raw: bytes | None, *, max_bytes: int) -> None:
         raise RecursionError("parser bug")
 
     monkeypatch.setattr(processing, "parse_event", broken_parser)
-    sink = MemorySink()
-    events = processor(sink, CountingRegenerator())
+    sink, regenerator = MemorySink(), CountingRegenerator()
+    events = processor(sink, regenerator)
     pending = events.read(record(3, journal_event("E3")))
-    assert isinstance(pending, PendingEvent)
+    assert pending.task is None
+    assert pending.decided is not None
+    assert pending.decided.data.reason is FailureReason.INTERNAL_ERROR
+    assert pending.decided.data.message == "internal error: RecursionError"
     assert pending.ordering_key is None
     await events.complete(WaitingEvents([pending]))
-    [result] = sink.results
-    assert result.data.reason is FailureReason.INTERNAL_ERROR  # type: ignore[union-attr]
-    assert "RecursionError" in result.data.message  # type: ignore[union-attr]
-    assert [offset for offset, _ in sink.dead_letters] == [3]
+    assert sink.results == [pending.decided]
+    assert sink.dead_letters == [(3, FailureReason.INTERNAL_ERROR)]
+    assert regenerator.calls == []
+
+
+async def test_log_lines_carry_their_events_coordinates_and_only_theirs(
+    written_log: io.StringIO,
+) -> None:
+    sink, regenerator = MemorySink(), CountingRegenerator()
+    events = processor(sink, regenerator)
+    first = events.read(record(10, journal_event("E10", "BJO-A")))
+    second = events.read(record(11, journal_event("E11", "BJO-B")))
+    await events.complete(WaitingEvents([first]))
+    logging.getLogger("regen_sync.test").info("between events")
+    await events.complete(WaitingEvents([second]))
+
+    lines = [json.loads(line) for line in written_log.getvalue().splitlines()]
+    calls = [line for line in lines if line["message"] == "calling the upstream"]
+    coordinates = [(c["topic"], c["partition"], c["offset"], c["event_id"]) for c in calls]
+    assert coordinates == [("input", 0, 10, "E10"), ("input", 0, 11, "E11")]
+    assert calls[0]["type"] == "journal.fixed"
+    [between] = [line for line in lines if line["message"] == "between events"]
+    assert not {"topic", "partition", "offset", "event_id", "type"} & between.keys()
+    results = [line for line in lines if line["message"] == "regeneration succeeded"]
+    assert [(r["offset"], r["event_id"], r["operation"]) for r in results] == [
+        (10, "E10", "regenerate_journal"),
+        (11, "E11", "regenerate_journal"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -220,5 +263,5 @@ def test_a_re_driven_record_is_planned_with_its_re_drive_count(
     events = processor(MemorySink(), CountingRegenerator())
     raw = json.dumps(journal_event("E1")).encode()
     pending = events.read(InputRecord("input", 0, 0, b"key", raw, headers))
-    assert isinstance(pending.subject, RegenerationTask)
-    assert pending.subject.redrive == redrive
+    assert pending.task is not None
+    assert pending.task.redrive == redrive

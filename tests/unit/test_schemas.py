@@ -7,9 +7,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from regen_sync.domain import Failed, FailureReason, Outcome, Succeeded, parse_event, plan
+from regen_sync.domain import Outcome, Succeeded, parse_event, plan
 from regen_sync.domain.parsing import InvalidEvent
-from regen_sync.domain.results import result_event
+from regen_sync.domain.results import invalid_event_result, result_event
 from regen_sync.schemas import render_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -61,16 +61,8 @@ def test_published_events_validate_against_their_schemas() -> None:
     assert not isinstance(event, InvalidEvent)
     task = plan(event)
     now = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
-    succeeded = result_event(
-        task, Outcome(Succeeded({"journalId": "J-1"}), 1), source="s", origin="t/0/1", now=now
-    )
-    failed = result_event(
-        InvalidEvent(("not JSON",)),
-        Outcome(Failed(FailureReason.INVALID_EVENT, "not JSON"), 0),
-        source="s",
-        origin="t/0/2",
-        now=now,
-    )
+    succeeded = result_event(task, Outcome(Succeeded({"journalId": "J-1"}), 1), source="s", now=now)
+    failed = invalid_event_result(InvalidEvent(("not JSON",)), source="s", origin="t/0/2", now=now)
     jsonschema.validate(
         json.loads(succeeded.model_dump_json(exclude_none=True)),
         schema("regeneration.succeeded.schema.json"),

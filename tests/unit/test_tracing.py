@@ -6,21 +6,20 @@ against a real OTLP receiver, the sandbox's request headers and the result recor
 import json
 
 import pytest
+from fakes import MemorySink, WaitingEvents
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from test_processing import WaitingEvents
 
 from regen_sync.config import CircuitSettings, ProcessingSettings, UpstreamHttpSettings
 from regen_sync.domain import (
     AttemptResult,
-    Failed,
     RegenerationTask,
-    ResultEvent,
     Succeeded,
     TransientFailure,
     Upstream,
 )
+from regen_sync.kafka import ReliableDelivery
 from regen_sync.observability import Metrics, Tracing
 from regen_sync.processing import EventProcessor, InputRecord
 from regen_sync.regeneration import Regenerator
@@ -59,19 +58,6 @@ class TracedUpstream:
         return self.answers.pop(0)
 
 
-class MemorySink:
-    def __init__(self, tracing: Tracing) -> None:
-        self.tracing = tracing
-        self.results: list[ResultEvent] = []
-
-    async def publish_result(self, record: InputRecord, event: ResultEvent) -> None:
-        with self.tracing.publication("results"):
-            self.results.append(event)
-
-    async def dead_letter(self, record: InputRecord, failure: Failed) -> None:
-        pass
-
-
 def traced_processor(
     tracing: Tracing, answers: list[AttemptResult]
 ) -> tuple[EventProcessor, TracedUpstream, MemorySink]:
@@ -90,7 +76,7 @@ def traced_processor(
     )
     processor = EventProcessor(
         regenerator,
-        sink,
+        ReliableDelivery(sink, metrics),
         metrics,
         event_source="urn:test",
         max_event_bytes=10_000,

@@ -34,7 +34,7 @@ from regen_sync.domain.results import (
     RegenerationSucceeded,
     ResultEvent,
     internal_error_event,
-    invalid_event_outcome,
+    invalid_event_result,
     result_event,
 )
 
@@ -67,7 +67,7 @@ __all__ = [
     "Upstream",
     "UpstreamLoad",
     "internal_error_event",
-    "invalid_event_outcome",
+    "invalid_event_result",
     "parse_event",
     "plan",
     "result_event",

@@ -87,53 +87,57 @@ ResultEvent = RegenerationSucceeded | RegenerationFailed
 
 
 def result_event(
-    subject: RegenerationTask | InvalidEvent,
+    task: RegenerationTask,
     outcome: Outcome,
     *,
     source: str,
-    origin: str,
     now: dt.datetime,
     served_by: RegenerationTask | None = None,
 ) -> ResultEvent:
-    """Describe an outcome as a CloudEvent. ``origin`` names the input record (topic/part/offset)
-    and stands in for the event id when the input had none. ``served_by`` is the task whose
-    upstream call produced the outcome, when it was not the subject's own."""
+    """Describe the outcome of a task's upstream call as a CloudEvent. ``served_by`` is the task
+    whose upstream call produced the outcome, when it was not the task's own."""
     result = outcome.result
-    if isinstance(subject, RegenerationTask):
-        event, operation = subject.event, subject.operation
-        common: dict[str, Any] = {
-            "sourceEventId": event.id,
-            "sourceEventType": event.type,
-            "operation": operation,
-            "objectKey": subject.object_key,
-            "attempts": outcome.attempts,
-            "servedByEventId": (served_by or subject).event.id,
-        }
-        envelope: dict[str, Any] = {"source": source, "subject": subject.object_key, "time": now}
-        if isinstance(result, Succeeded):
-            return RegenerationSucceeded(
-                id=_result_id(event.id, operation, REGENERATION_SUCCEEDED),
-                data=RegenerationSucceededData(**common, upstream=dict(result.upstream)),
-                **envelope,
-            )
-        return RegenerationFailed(
-            id=_result_id(event.id, operation, REGENERATION_FAILED),
-            data=_failed_data(common, result, problems=None),
+    event, operation = task.event, task.operation
+    common: dict[str, Any] = {
+        "sourceEventId": event.id,
+        "sourceEventType": event.type,
+        "operation": operation,
+        "objectKey": task.object_key,
+        "attempts": outcome.attempts,
+        "servedByEventId": (served_by or task).event.id,
+    }
+    envelope: dict[str, Any] = {"source": source, "subject": task.object_key, "time": now}
+    if isinstance(result, Succeeded):
+        return RegenerationSucceeded(
+            id=_result_id(event.id, operation, REGENERATION_SUCCEEDED),
+            data=RegenerationSucceededData(**common, upstream=dict(result.upstream)),
             **envelope,
         )
-    if isinstance(result, Succeeded):
-        raise ValueError("an invalid event cannot have succeeded")
+    return RegenerationFailed(
+        id=_result_id(event.id, operation, REGENERATION_FAILED),
+        data=_failed_data(common, result, problems=None),
+        **envelope,
+    )
+
+
+def invalid_event_result(
+    invalid: InvalidEvent, *, source: str, origin: str, now: dt.datetime
+) -> RegenerationFailed:
+    """The result of input that is not a valid event: ``invalid_event``, no upstream call.
+    ``origin`` names the input record (topic/partition/offset) and stands in for the event id
+    when the input had none."""
+    failure = Failed(FailureReason.INVALID_EVENT, "; ".join(invalid.problems)[:2000])
     common = {
-        "sourceEventId": subject.event_id,
-        "sourceEventType": subject.event_type,
+        "sourceEventId": invalid.event_id,
+        "sourceEventType": invalid.event_type,
         "operation": None,
-        "attempts": outcome.attempts,
+        "attempts": 0,
     }
     return RegenerationFailed(
-        id=_result_id(subject.event_id or origin, None, REGENERATION_FAILED),
+        id=_result_id(invalid.event_id or origin, None, REGENERATION_FAILED),
         source=source,
         time=now,
-        data=_failed_data(common, result, problems=list(subject.problems)),
+        data=_failed_data(common, failure, problems=list(invalid.problems)),
     )
 
 
@@ -175,10 +179,4 @@ def _failed_data(
         httpStatus=failure.http_status,
         upstreamError=dict(failure.details) or None,
         problems=problems,
-    )
-
-
-def invalid_event_outcome(invalid: InvalidEvent) -> Outcome:
-    return Outcome(
-        Failed(FailureReason.INVALID_EVENT, "; ".join(invalid.problems)[:2000]), attempts=0
     )

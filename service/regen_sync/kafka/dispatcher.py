@@ -7,11 +7,11 @@ therefore wait, from using up the window of the other upstream.
 
 Events with the same ordering key queue behind each other and one worker per key runs them,
 each group in a task of its own.
-The worker hands the next event to the handler as a ``Group``. When the handler seals it, at
-the moment its upstream call is about to go out, the events queued right behind it with the
-same merge key join it and are served by that one call (coalescing). Sealing at the call,
+The worker hands the next event to the handler as a ``SharedCall``. When the call is closed,
+at the moment it is about to go out upstream, the events queued right behind it with the
+same merge key join it and are served by that one call (coalescing). Closing at the call,
 not when the event is taken, lets every identical event that arrived while the call waited
-for a slot join it; an event that arrives after the call went out waits for the next group.
+for a slot join it; an event that arrives after the call went out waits for the next call.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from regen_sync.coalescing import SharedCall
 from regen_sync.kafka.offsets import OffsetTracker, Partition, Ticket
 from regen_sync.observability import Metrics
 
@@ -44,9 +45,10 @@ class _Entry(Generic[Item]):
     merge_key: Hashable | None
 
 
-class Group(Generic[Item]):
-    """The events one handling serves: the first waiting event of its key, joined by the
-    identical events queued behind it when ``seal`` is called. Unsealed, it is just the first."""
+class _SharedCall(Generic[Item]):
+    """The ``SharedCall`` of one handling: the first waiting event of its key, joined by the
+    identical events queued behind it when ``close`` is called. Never closed, it is just the
+    first."""
 
     __slots__ = ("_entries", "_queue", "_tracker")
 
@@ -64,7 +66,7 @@ class Group(Generic[Item]):
     def first(self) -> Item:
         return self._entries[0].item
 
-    def seal(self) -> list[Item]:
+    def close(self) -> list[Item]:
         """Take in the events queued right behind with the same merge key, then no more."""
         if self._queue is not None:
             merge_key = self._entries[0].merge_key
@@ -95,7 +97,7 @@ class Dispatcher(Generic[Item]):
         metrics: Metrics,
         *,
         max_in_flight: int,
-        handle: Callable[[Group[Item]], Awaitable[None]],
+        handle: Callable[[SharedCall[Item]], Awaitable[None]],
         merge_key: Callable[[Item], Hashable | None] = lambda item: None,
     ) -> None:
         self._tracker = tracker
@@ -106,7 +108,7 @@ class Dispatcher(Generic[Item]):
         self._windows: dict[str, asyncio.Semaphore] = {}
         self._queues: dict[str, collections.deque[_Entry[Item]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running: dict[asyncio.Task[None], Group[Item]] = {}
+        self._running: dict[asyncio.Task[None], _SharedCall[Item]] = {}
         self._unfinished: collections.Counter[Partition] = collections.Counter()
         self._progress = asyncio.Event()
 
@@ -131,7 +133,7 @@ class Dispatcher(Generic[Item]):
         self._unfinished[partition] += 1
         self._metrics.in_flight.inc()
         if key is None:
-            self._start(Group(entry, None, self._tracker))
+            self._start(_SharedCall(entry, None, self._tracker))
         elif (queue := self._queues.get(key)) is not None:
             queue.append(entry)
         else:
@@ -145,14 +147,16 @@ class Dispatcher(Generic[Item]):
             while queue:
                 # A task per group, so that a hand-over can cancel one object's running event
                 # and this worker goes on with the object's next one.
-                await asyncio.wait([self._start(Group(queue.popleft(), queue, self._tracker))])
+                await asyncio.wait(
+                    [self._start(_SharedCall(queue.popleft(), queue, self._tracker))]
+                )
         finally:
             # Reached with a non-empty queue only when cancelled at shutdown.
             del self._queues[key]
             while queue:
                 self._ended(queue.popleft())
 
-    async def _run(self, group: Group[Item]) -> None:
+    async def _run(self, group: _SharedCall[Item]) -> None:
         try:
             await self._handle(group)
             # Only completed events are committable; a cancelled one is read again.
@@ -179,14 +183,14 @@ class Dispatcher(Generic[Item]):
         self._unfinished[entry.ticket.partition] -= 1
         self._progress.set()
 
-    def _start(self, group: Group[Item]) -> asyncio.Task[None]:
+    def _start(self, group: _SharedCall[Item]) -> asyncio.Task[None]:
         task = self._spawn(self._run(group))
         self._running[task] = group
         # A callback, not a `finally`: a task cancelled before its first step never runs one.
         task.add_done_callback(lambda done: self._group_ended(done, group))
         return task
 
-    def _group_ended(self, task: asyncio.Task[None], group: Group[Item]) -> None:
+    def _group_ended(self, task: asyncio.Task[None], group: _SharedCall[Item]) -> None:
         del self._running[task]
         for entry in group.entries:
             self._ended(entry)
@@ -209,7 +213,7 @@ class Dispatcher(Generic[Item]):
         What is left when time runs out is cancelled and will be read again: on a shutdown,
         everything; on a hand-over (``partitions`` given), the revoked partitions' events,
         queued or running, so that no result of theirs appears after their final commit.
-        A result already on its way out is seen through first (see ``EventProcessor``), and
+        A result already on its way out is seen through first (see ``ReliableDelivery``), and
         its offset counts as finished.
         """
         loop = asyncio.get_running_loop()
@@ -243,7 +247,7 @@ class Dispatcher(Generic[Item]):
             queue.clear()
             queue.extend(kept)
 
-    async def _cancel(self, running: dict[asyncio.Task[None], Group[Item]]) -> None:
+    async def _cancel(self, running: dict[asyncio.Task[None], _SharedCall[Item]]) -> None:
         """Cancel running events, giving results already on their way out a moment to land."""
         cancelled = dict(running)
         for task in cancelled:

@@ -1,20 +1,21 @@
-"""Publishing results and dead letters to Kafka, keyed like the input record."""
+"""Publishing results and dead letters to Kafka with the service's producer, keyed like the
+input record."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-from faststream.kafka.publisher.usecase import DefaultPublisher
 
-from regen_sync.domain import Failed, RegenerationSucceeded, ResultEvent
+from regen_sync.domain import RegenerationFailed, RegenerationSucceeded, ResultEvent
 from regen_sync.observability import Metrics, Tracing
 from regen_sync.processing import InputRecord, RecordRefused
 
 CLOUDEVENTS_JSON = "application/cloudevents+json; charset=UTF-8"
+_CONTENT_TYPE = ("content-type", CLOUDEVENTS_JSON.encode())
 # Headers added to a dead letter; the original record's headers come first, unchanged.
 DLQ_REASON = "regen-error-reason"
 DLQ_MESSAGE = "regen-error-message"
@@ -31,66 +32,79 @@ _TRUNCATED_VALUE_BYTES = 64 * 1024
 logger = logging.getLogger(__name__)
 
 
+class RecordProducer(Protocol):
+    """What the sink uses of ``aiokafka.AIOKafkaProducer`` (started and stopped by its owner)."""
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> Any: ...
+
+
 class KafkaResultSink:
-    """Results go through FastStream publishers (documented in the AsyncAPI, measured by its
-    middleware). Dead letters go through a plain aiokafka producer: FastStream's publish takes
-    text headers, and a dead letter must carry the input's header bytes unchanged."""
+    """Results and dead letters through the service's one producer. A dead letter carries the
+    input's header bytes unchanged; a result carries its content type and the trace context."""
 
     def __init__(
         self,
-        succeeded: DefaultPublisher,
-        failed: DefaultPublisher,
+        producer: RecordProducer,
+        *,
+        succeeded_topic: str,
+        failed_topic: str,
         dead_letter_topic: str,
-        producer_options: dict[str, Any],
+        max_request_bytes: int,
         metrics: Metrics,
-        tracing: Tracing | None = None,
+        tracing: Tracing,
     ) -> None:
-        self._tracing = tracing or Tracing.disabled()
-        self._metrics = metrics
-        self._succeeded = succeeded
-        self._failed = failed
+        self._producer = producer
+        self._succeeded_topic = succeeded_topic
+        self._failed_topic = failed_topic
         self._dead_letter_topic = dead_letter_topic
-        self._producer_options = producer_options
-        self._dead_letter_producer: AIOKafkaProducer | None = None
-
-    async def start(self) -> None:
-        # aiokafka binds a producer to the running loop, so it is built here, not in __init__.
-        self._dead_letter_producer = AIOKafkaProducer(**self._producer_options)
-        await self._dead_letter_producer.start()
-
-    async def stop(self) -> None:
-        if self._dead_letter_producer is not None:
-            await self._dead_letter_producer.stop()
+        self._max_request_bytes = max_request_bytes
+        self._metrics = metrics
+        self._tracing = tracing
 
     async def publish_result(self, record: InputRecord, event: ResultEvent) -> None:
-        publisher = self._succeeded if isinstance(event, RegenerationSucceeded) else self._failed
+        topic = (
+            self._succeeded_topic
+            if isinstance(event, RegenerationSucceeded)
+            else self._failed_topic
+        )
         # A failed publication ends its span with the error (the tracer records exceptions).
-        with self._tracing.publication(publisher.topic):
-            headers = {"content-type": CLOUDEVENTS_JSON}
-            self._tracing.inject(headers)
+        with self._tracing.publication(topic):
+            headers = [_CONTENT_TYPE]
+            if self._tracing.enabled:
+                trace: dict[str, str] = {}
+                self._tracing.inject(trace)
+                headers += [(name, value.encode()) for name, value in trace.items()]
             try:
-                await publisher.publish(
-                    event.model_dump_json(exclude_none=True).encode(),
+                await self._producer.send_and_wait(
+                    topic,
+                    value=event.model_dump_json(exclude_none=True).encode(),
                     key=record.key,
                     headers=headers,
                 )
             except _TOO_LARGE as error:
                 raise RecordRefused(f"the result event is too large: {error}") from error
 
-    async def dead_letter(self, record: InputRecord, failure: Failed) -> None:
+    async def dead_letter(self, record: InputRecord, failed: RegenerationFailed) -> None:
+        reason = failed.data.reason
         error_headers = [
-            (DLQ_REASON, failure.reason.value.encode()),
-            (DLQ_MESSAGE, failure.message[:1000].encode()),
+            (DLQ_REASON, reason.value.encode()),
+            (DLQ_MESSAGE, failed.data.message[:1000].encode()),
             (DLQ_ORIGINAL_TOPIC, record.topic.encode()),
             (DLQ_ORIGINAL_PARTITION, str(record.partition).encode()),
             (DLQ_ORIGINAL_OFFSET, str(record.offset).encode()),
             (DLQ_FAILED_AT, dt.datetime.now(dt.UTC).isoformat().encode()),
         ]
-        if self._dead_letter_producer is None:
-            raise RuntimeError("the dead-letter producer is not started")
         headers = [*record.headers, *error_headers]
         try:
-            await self._dead_letter_producer.send_and_wait(
+            await self._producer.send_and_wait(
                 self._dead_letter_topic, value=record.value, key=record.key, headers=headers
             )
         except _TOO_LARGE as refused:
@@ -101,7 +115,7 @@ class KafkaResultSink:
             value = record.value or b""
             truncated = [*headers, (DLQ_TRUNCATED_FROM, str(len(value)).encode())]
             try:
-                await self._dead_letter_producer.send_and_wait(
+                await self._producer.send_and_wait(
                     self._dead_letter_topic,
                     value=value[:_TRUNCATED_VALUE_BYTES],
                     key=record.key,
@@ -109,17 +123,18 @@ class KafkaResultSink:
                 )
             except _TOO_LARGE as error:
                 raise RecordRefused(f"the dead letter is too large: {error}") from error
-            self._metrics.dead_letters_truncated.labels(failure.reason).inc()
-            # Sizes and position only: the value may be anything, of any size.
+            self._metrics.dead_letters_truncated.labels(reason).inc()
+            # Sizes and position only: the value may be anything, of any size. The position
+            # (topic, partition, offset) comes with the event's log coordinates.
             logger.warning(
                 "dead letter truncated: the whole record was refused as too large",
-                extra=record.log_fields()
-                | {
+                extra={
                     "dead_letter_topic": self._dead_letter_topic,
-                    "reason": failure.reason,
+                    "reason": reason,
                     "value_bytes": len(value),
                     "kept_bytes": min(len(value), _TRUNCATED_VALUE_BYTES),
-                    "max_request_bytes": self._producer_options.get("max_request_size"),
+                    "max_request_bytes": self._max_request_bytes,
                     "error": type(refused).__name__,
                 },
             )
+        self._metrics.dead_letters.labels(reason).inc()

@@ -1,12 +1,20 @@
-"""One JSON object per log line, with the event's coordinates as fields."""
+"""One JSON object per log line, with the event's coordinates as fields.
+
+The coordinates of the event being handled (topic, partition, offset, event id, type) are
+bound once per event (``LOG_FIELDS``, see ``logged_with``) and the formatter adds them to every
+line written while it is handled, whichever module writes it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
@@ -17,7 +25,26 @@ _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), No
 }
 
 
+LOG_FIELDS: ContextVar[Mapping[str, object]] = ContextVar(
+    "regen_sync_log_fields", default=MappingProxyType({})
+)
+"""Fields of every line logged in this context: the coordinates of the event being handled."""
+
+
+@contextlib.contextmanager
+def logged_with(fields: Mapping[str, object]) -> Iterator[None]:
+    """Lines logged inside carry ``fields`` (a line's own ``extra=`` wins over them)."""
+    token = LOG_FIELDS.set(fields)
+    try:
+        yield
+    finally:
+        LOG_FIELDS.reset(token)
+
+
 class JsonFormatter(logging.Formatter):
+    """Formats at emit time, in the context of the code that logged (handlers are synchronous):
+    that is where ``LOG_FIELDS`` holds that code's event."""
+
     converter = staticmethod(time.gmtime)  # UTC, to match the "Z" suffix
 
     def format(self, record: logging.LogRecord) -> str:
@@ -27,6 +54,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        line.update(LOG_FIELDS.get())
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
                 line[key] = value

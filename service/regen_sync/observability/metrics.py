@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any, Self
+
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client import Counter as _PrometheusCounter
+from prometheus_client import Gauge as _PrometheusGauge
+from prometheus_client import Histogram as _PrometheusHistogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from regen_sync.domain import EVENT_TYPES, FailureReason, Operation, Upstream
 
@@ -19,6 +22,36 @@ BUDGETS = ("max_concurrency", "requests_per_minute")
 NO_OPERATION = "none"
 # Upstream calls take from tens of milliseconds to tens of seconds.
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class _BoundOnce(MetricWrapperBase):
+    """A labelled metric whose child for a label set is bound once and kept: ``labels(...)``
+    runs on every event, and prometheus-client converts and locks on every call."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._bound: dict[tuple[Any, ...], Self] = {}
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
+        if labelkwargs:
+            return super().labels(*labelvalues, **labelkwargs)
+        try:
+            return self._bound[labelvalues]
+        except KeyError:
+            child = self._bound[labelvalues] = super().labels(*labelvalues)
+            return child
+
+
+class Counter(_BoundOnce, _PrometheusCounter):
+    pass
+
+
+class Gauge(_BoundOnce, _PrometheusGauge):
+    pass
+
+
+class Histogram(_BoundOnce, _PrometheusHistogram):
+    pass
 
 
 class Metrics:
