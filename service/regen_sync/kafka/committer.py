@@ -51,7 +51,8 @@ class Committer:
         """Committed offsets read from the group for owned partitions this process has not
         committed itself yet (lag of idle partitions)."""
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        # A coroutine, not a plain method: FastStream runs a plain startup hook in a thread.
         self._loop = asyncio.create_task(self._commit_periodically())
 
     async def stop(self) -> None:
