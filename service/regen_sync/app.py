@@ -21,9 +21,9 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -102,6 +102,28 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
     )
     subscriber, intake, committer = _consume(broker, settings, processor, metrics, share)
 
+    return AsgiFastStream(
+        broker,
+        asgi_routes=_routes(broker, subscriber, metrics),
+        lifespan=_lifespan(tracing, http_clients, sink),
+        after_startup=[committer.start],
+        on_shutdown=[_stop_consuming(intake, committer, settings)],
+        logger=logging.getLogger("regen_sync.faststream"),
+    )
+
+
+class _KafkaClient(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def _lifespan(
+    tracing: Tracing, http_clients: dict[Upstream, httpx.AsyncClient], producer: _KafkaClient
+) -> Callable[..., contextlib.AbstractAsyncContextManager[None]]:
+    """The clients' lifetime, around the broker's: started before the subscriber consumes,
+    closed after the final commit (see the module's docstring for the order)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(**_uvicorn_options: Any) -> AsyncIterator[None]:
         # Every client is closed whatever fails before it; the exit stack closes in reverse.
@@ -111,23 +133,24 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> AsgiFastSt
             for client in http_clients.values():
                 await running.enter_async_context(client)
             # Its stop first: a start that fails half-way leaves a client to close too.
-            running.push_async_callback(sink.stop)
-            await sink.start()
+            running.push_async_callback(producer.stop)
+            await producer.start()
             yield
+
+    return lifespan
+
+
+def _stop_consuming(
+    intake: Intake, committer: Committer, settings: Settings
+) -> Callable[[], Awaitable[None]]:
+    """The shutdown hook: runs while the consumer is still there to commit with."""
 
     async def stop_consuming() -> None:
         _exit_if_still_stopping_after(settings.processing.shutdown_grace_seconds + CLOSE_SECONDS)
         await intake.stop(settings.processing.shutdown_grace_seconds)
         await committer.stop()
 
-    return AsgiFastStream(
-        broker,
-        asgi_routes=_routes(broker, subscriber, metrics),
-        lifespan=lifespan,
-        after_startup=[committer.start],
-        on_shutdown=[stop_consuming],
-        logger=logging.getLogger("regen_sync.faststream"),
-    )
+    return stop_consuming
 
 
 def result_producer_options(settings: Settings) -> dict[str, Any]:
