@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from regen_sync.config import ConfigurationError, load_settings
+from regen_sync.config import ConfigurationError, Settings, load_settings
 from regen_sync.observability import configure_logging
 from regen_sync.operator import add_operator_commands
 
@@ -53,25 +53,28 @@ def _run() -> int:
         print(f"regen-sync: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log.level)
-    from regen_sync.app import create_app
-
-    app = create_app(settings)
     # uvicorn drains on SIGTERM, then raises the signal again once shut down; ending with
     # exit status 0 there tells the orchestrator the shutdown was clean.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    asyncio.run(
-        app.run(
-            log_level=logging.getLevelName(settings.log.level),
-            run_extra_options={
-                "host": settings.http.host,
-                "port": settings.http.port,
-                "access_log": "false",
-                # uvicorn would replace the JSON logging configured above.
-                "log_config": None,
-            },
-        )
-    )
+    asyncio.run(_serve(settings))
     return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from regen_sync.app import create_app
+
+    # Assembled inside the running loop: aiokafka binds a client to the loop it is built in.
+    app = create_app(settings)
+    await app.run(
+        log_level=logging.getLevelName(settings.log.level),
+        run_extra_options={
+            "host": settings.http.host,
+            "port": settings.http.port,
+            "access_log": "false",
+            # uvicorn would replace the JSON logging configured above.
+            "log_config": None,
+        },
+    )
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from regen_sync.app import create_app
+from regen_sync.channels import INPUT_CHANNEL, asyncapi
 from regen_sync.config import Settings
 from regen_sync.domain import (
     AccountChargesFixed,
@@ -21,7 +21,6 @@ from regen_sync.domain import (
     RegenerationSucceeded,
 )
 
-INPUT_CHANNEL = "data fixed events"
 _EVENT_MODELS: dict[str, type[BaseModel]] = {
     "billing.document.fixed": BillingDocumentFixed,
     "booking.fixed": BookingFixed,
@@ -67,8 +66,8 @@ def write_schemas(directory: Path) -> list[Path]:
 
 
 def _asyncapi() -> dict[str, Any]:
-    app = create_app(Settings.model_validate(_DOCUMENTATION_SETTINGS))
-    document: dict[str, Any] = json.loads(app.schema.to_specification().to_json())
+    specification = asyncapi(Settings.model_validate(_DOCUMENTATION_SETTINGS))
+    document: dict[str, Any] = json.loads(specification.to_specification().to_json())
     # The handler takes the raw record (bad input must reach it too), so FastStream cannot
     # see the payload type; the document gets the event union it actually accepts.
     input_schema = TypeAdapter(DataFixedEvent).json_schema(

@@ -250,7 +250,8 @@ ENV = {
 
 
 def wired_sizes(monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[int, dict[str, Any]]:
-    """The sink's max_request_bytes and the input consumer's fetch sizes."""
+    """The sink's max_request_bytes and the input consumer's fetch sizes. Called in a running
+    event loop, as the service builds its app (its producer binds to the loop)."""
     for name in [name for name in os.environ if name.startswith("REGEN_")]:
         monkeypatch.delenv(name)
     for name, value in (ENV | env).items():
@@ -271,7 +272,7 @@ def wired_sizes(monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[int, dict[
     return sinks[0]["max_request_bytes"], fetch
 
 
-def test_producer_and_consumer_take_records_up_to_max_request_bytes(
+async def test_producer_and_consumer_take_records_up_to_max_request_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     max_request_size, fetch = wired_sizes(monkeypatch)
@@ -281,7 +282,7 @@ def test_producer_and_consumer_take_records_up_to_max_request_bytes(
     assert fetch["fetch_max_bytes"] >= fetch["max_partition_fetch_bytes"]
 
 
-def test_max_request_bytes_never_goes_below_a_valid_event_plus_headers(
+async def test_max_request_bytes_never_goes_below_a_valid_event_plus_headers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     max_request_size, fetch = wired_sizes(
@@ -294,7 +295,7 @@ def test_max_request_bytes_never_goes_below_a_valid_event_plus_headers(
     assert fetch["max_partition_fetch_bytes"] == 4 * 1024 * 1024 + 16_384
 
 
-def test_max_request_bytes_above_the_fetch_limit_raises_it(
+async def test_max_request_bytes_above_the_fetch_limit_raises_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     max_request_size, fetch = wired_sizes(

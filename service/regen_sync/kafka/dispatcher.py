@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from regen_sync.coalescing import SharedCall
-from regen_sync.kafka.offsets import OffsetTracker, Partition, Ticket
+from regen_sync.kafka.offsets import Partition, Ticket
 from regen_sync.observability import Metrics
 
 logger = logging.getLogger(__name__)
@@ -50,17 +50,17 @@ class _SharedCall(Generic[Item]):
     identical events queued behind it when ``close`` is called. Never closed, it is just the
     first."""
 
-    __slots__ = ("_entries", "_queue", "_tracker")
+    __slots__ = ("_entries", "_on_finished", "_queue")
 
     def __init__(
         self,
         first: _Entry[Item],
         queue: collections.deque[_Entry[Item]] | None,
-        tracker: OffsetTracker,
+        on_finished: Callable[[Ticket], None],
     ) -> None:
         self._entries = [first]
         self._queue = queue if first.merge_key is not None else None
-        self._tracker = tracker
+        self._on_finished = on_finished
 
     @property
     def first(self) -> Item:
@@ -80,7 +80,7 @@ class _SharedCall(Generic[Item]):
         rest of the group is cut short (a hand-over cancels it)."""
         for entry in self._entries:
             if entry.item is item:
-                self._tracker.finished(entry.ticket)
+                self._on_finished(entry.ticket)
 
     @property
     def entries(self) -> list[_Entry[Item]]:
@@ -93,14 +93,14 @@ class _SharedCall(Generic[Item]):
 class Dispatcher(Generic[Item]):
     def __init__(
         self,
-        tracker: OffsetTracker,
+        on_finished: Callable[[Ticket], None],
         metrics: Metrics,
         *,
         max_in_flight: int,
         handle: Callable[[SharedCall[Item]], Awaitable[None]],
         merge_key: Callable[[Item], Hashable | None] = lambda item: None,
     ) -> None:
-        self._tracker = tracker
+        self._on_finished = on_finished
         self._metrics = metrics
         self._max_in_flight = max_in_flight
         self._handle = handle
@@ -114,26 +114,25 @@ class Dispatcher(Generic[Item]):
 
     async def submit(
         self,
-        partition: Partition,
-        offset: int,
         item: Item,
         *,
         key: str | None,
         lane: str,
-        still_wanted: Callable[[], bool] = lambda: True,
+        admit: Callable[[], Ticket | None],
     ) -> bool:
-        """Start the item once its lane has room, unless ``still_wanted`` says by then that it
-        is not (its partition was revoked while it waited); True if it was started."""
+        """Start the item once its lane has room, under the ticket ``admit`` gives it then;
+        None from ``admit`` means it is no longer wanted (its partition was revoked while it
+        waited). True if it was started; ``on_finished`` gets the ticket when it finishes."""
         window = self._windows.setdefault(lane, asyncio.Semaphore(self._max_in_flight))
         await window.acquire()
-        if not still_wanted():
+        if (ticket := admit()) is None:
             window.release()
             return False
-        entry = _Entry(self._tracker.started(partition, offset), item, lane, self._merge_key(item))
-        self._unfinished[partition] += 1
+        entry = _Entry(ticket, item, lane, self._merge_key(item))
+        self._unfinished[ticket.partition] += 1
         self._metrics.in_flight.inc()
         if key is None:
-            self._start(_SharedCall(entry, None, self._tracker))
+            self._start(_SharedCall(entry, None, self._on_finished))
         elif (queue := self._queues.get(key)) is not None:
             queue.append(entry)
         else:
@@ -148,7 +147,7 @@ class Dispatcher(Generic[Item]):
                 # A task per group, so that a hand-over can cancel one object's running event
                 # and this worker goes on with the object's next one.
                 await asyncio.wait(
-                    [self._start(_SharedCall(queue.popleft(), queue, self._tracker))]
+                    [self._start(_SharedCall(queue.popleft(), queue, self._on_finished))]
                 )
         finally:
             # Reached with a non-empty queue only when cancelled at shutdown.
@@ -161,7 +160,7 @@ class Dispatcher(Generic[Item]):
             await self._handle(group)
             # Only completed events are committable; a cancelled one is read again.
             for entry in group.entries:
-                self._tracker.finished(entry.ticket)
+                self._on_finished(entry.ticket)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -3,6 +3,10 @@
 Events of one partition run concurrently (different objects), so they finish in any order.
 The committed position of a partition is its lowest unfinished offset: everything below it
 has its result published. A crash then replays at most the unfinished tail, never skips.
+
+``Offsets`` is the one record of this: the intake admits records into it and hands
+partitions over, the dispatcher reports finished events to it, the committer reads positions
+from it and records what it committed. Nothing else keeps offset state.
 """
 
 from __future__ import annotations
@@ -34,12 +38,40 @@ class _Progress:
     committed: int | None = None
 
 
-class OffsetTracker:
+class Offsets:
     def __init__(self) -> None:
         self._partitions: dict[Partition, _Progress] = {}
         self._generations = 0
+        self._owned: frozenset[Partition] = frozenset()
+        self._assignment = 0
+        """Counts revocations: records read under an earlier assignment are not admitted."""
 
-    def started(self, partition: Partition, offset: int) -> Ticket:
+    @property
+    def owned(self) -> frozenset[Partition]:
+        return self._owned
+
+    @property
+    def assignment(self) -> int:
+        """The current assignment; records read now are admitted only while it lasts."""
+        return self._assignment
+
+    def assigned(self, partitions: set[Partition]) -> None:
+        self._owned = frozenset(partitions)
+
+    def revoked(self, partitions: set[Partition]) -> None:
+        """Nothing read before now is admitted any more; the partitions' progress stays until
+        ``forget``, so that what finished of them can still be committed."""
+        self._assignment += 1
+        self._owned -= partitions
+
+    def still_ours(self, partition: Partition, assignment: int) -> bool:
+        return self._assignment == assignment and partition in self._owned
+
+    def admit(self, partition: Partition, offset: int, assignment: int) -> Ticket | None:
+        """Start the offset, if its partition is still ours under the assignment it was read
+        in; None if it is not (the record belongs to the partition's next owner)."""
+        if not self.still_ours(partition, assignment):
+            return None
         progress = self._partitions.get(partition)
         if progress is None:
             self._generations += 1
