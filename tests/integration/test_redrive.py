@@ -17,6 +17,7 @@ from harness import (
     ResultWatcher,
     Run,
     Topics,
+    billing_event,
     kafka_only,
     new_event,
     regen_sync,
@@ -78,10 +79,6 @@ def listed(run: Run, verb: str) -> dict[str, str]:
     """Event id -> dead-letter coordinates of the `would send` / `sent` lines."""
     found = re.findall(rf"^{verb} (\S+) id=(\S+) ", run.stdout, flags=re.MULTILINE)
     return {event_id: coordinates for coordinates, event_id in found}
-
-
-def billing_event(document: str) -> dict[str, Any]:
-    return new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": document})
 
 
 async def test_redrive_republishes_dead_letters_that_then_succeed_under_new_keys(

@@ -12,6 +12,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from harness import (
     Run,
+    billing_event,
     eventually,
     kafka_only,
     metric,
@@ -70,7 +71,7 @@ async def test_a_succeeded_event_shows_its_input_and_result_with_the_upstream_id
 ) -> None:
     stack = await make_stack("trace-ok")
     document = unique("INV")
-    event = new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": document})
+    event = billing_event(document)
     await stack.sender.send(event, key=document)
     result = (await stack.watcher.wait_for([event["id"]]))[event["id"]]
     id_list = result.json()["data"]["upstream"]["idList"]
@@ -222,7 +223,7 @@ async def test_a_redriven_event_shows_the_failure_the_redrive_and_its_success(
     await stack.sandbox.fault(
         operation="billing", kind="status", status=404, times=1, match=document
     )
-    event = new_event("billing.document.fixed", {"documentType": "Invoice", "documentId": document})
+    event = billing_event(document)
     await stack.sender.send(event, key=document)
     first = (await stack.watcher.wait_for([event["id"]]))[event["id"]]
     assert first.json()["data"]["reason"] == "not_found"

@@ -486,6 +486,30 @@ async def test_the_rest_of_a_poll_is_not_admitted_once_its_partition_is_revoked(
     assert it.offsets.commit_positions() in ({P0: 0}, {P0: 1})
 
 
+async def test_the_rest_of_a_poll_is_not_admitted_once_stopping_begins() -> None:
+    handled: list[str] = []
+    first_running, held = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_first(group: SharedCall[Any]) -> None:
+        handled.append(group.first.name)
+        first_running.set()
+        await held.wait()
+
+    it = intake_over(P0, handle=hold_the_first, max_in_flight=1)
+    reading = asyncio.create_task(it.intake.on_records(poll(P0, 0, 1, 2)))  # type: ignore[arg-type]
+    await first_running.wait()
+    # SIGTERM while the poll waits for room behind offset 0; offset 0 then finishes.
+    stopping = asyncio.create_task(it.intake.stop(grace_seconds=5))
+    await asyncio.sleep(0)
+    held.set()
+    await asyncio.wait_for(stopping, 1)
+    await asyncio.wait_for(reading, 1)
+    assert handled == ["0/0"], "offsets 1 and 2 are the next owner's: not started after the stop"
+    assert it.dispatcher.unfinished() == 0
+    await it.committer.stop()
+    assert it.consumer.commits[-1] == {TopicPartition(*P0): 1}
+
+
 async def test_each_assignment_sets_the_replicas_share_of_the_upstream_budget() -> None:
     async def handle(group: SharedCall[Any]) -> None:
         pass

@@ -115,7 +115,12 @@ class Intake:
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop reading and give in-flight events the grace period; what is left then is
-        cancelled, to be read again. The committer's final commit comes after this."""
+        cancelled, to be read again. The committer's final commit comes after this.
+
+        The poll being handled is not admitted any further: the subscriber still runs until
+        the broker stops, and each event finishing makes room for the poll's next record,
+        which would start a call (and a result) after the drain, as the clients close."""
+        self._offsets.revoked(set(self._offsets.owned))
         consumer = self._consumer()
         if consumer is not None:
             consumer.pause(*consumer.assignment())
