@@ -38,10 +38,15 @@ class EventObserver:
         )
         self._fields: dict[str, object] = {"topic": topic, "partition": partition, "offset": offset}
 
-    @contextlib.contextmanager
-    def handling(self) -> Iterator[None]:
+    def handling(self) -> contextlib.AbstractContextManager[None]:
         """While the event is handled: lines logged carry its coordinates, and spans and trace
         headers made belong to its trace."""
+        if self.trace is None:  # tracing off: the cheap path, several times per event
+            return logged_with(self._fields)
+        return self._handling_traced()
+
+    @contextlib.contextmanager
+    def _handling_traced(self) -> Iterator[None]:
         with logged_with(self._fields), self._tracing.within(self.trace):
             yield
 
