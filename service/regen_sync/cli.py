@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser(
         "run", help="consume events and regenerate (configured by REGEN_* variables)"
     )
-    run.set_defaults(handler=lambda arguments: _run())
+    run.set_defaults(handler=_run)
     schemas = commands.add_parser(
         "schemas", help="write the JSON Schemas and the AsyncAPI document generated from the code"
     )
@@ -46,7 +46,7 @@ def _schemas(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _run() -> int:
+def _run(arguments: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except ConfigurationError as error:
