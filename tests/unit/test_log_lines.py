@@ -5,15 +5,9 @@ coordinates of the event being handled."""
 import json
 import logging
 
+from fakes import Clock
+
 from regen_sync.observability.logging import JsonFormatter, RepeatLimiter, logged_with
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def record(logger: str, template: str, *args: object) -> logging.LogRecord:
