@@ -20,9 +20,9 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from regen_sync.coalescing import SharedCall
 from regen_sync.domain import (
@@ -197,12 +197,16 @@ class EventProcessor:
             return
         with first.observer.handling():
             outcome = await self._outcome(first.task, call)
+        finishing = []
         for pending in call.close():
             coalesced = pending is not first
             if coalesced:
                 pending.observer.served_by(first.observer)
             describe = functools.partial(self._described, pending, outcome, first.task)
-            await self._finish(call, pending, describe, coalesced=coalesced)
+            finishing.append(self._finish(call, pending, describe, coalesced=coalesced))
+        # Together: the results of one call go out in one produce request, not one after the
+        # other (each waiting for the broker), which held the object's next call back.
+        await _each(finishing)
 
     async def _outcome(self, task: RegenerationTask, call: SharedCall[PendingEvent]) -> Outcome:
         try:
@@ -306,6 +310,17 @@ class EventProcessor:
             origin=record.origin,
             now=_now(),
         )
+
+
+async def _each(finishing: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Runs them concurrently to their ends; then raises the first error, if any (the events
+    whose delivery did not fail are finished all the same)."""
+    if len(finishing) == 1:
+        await finishing[0]
+        return
+    for ended in await asyncio.gather(*finishing, return_exceptions=True):
+        if isinstance(ended, BaseException):
+            raise ended
 
 
 def _now() -> dt.datetime:
