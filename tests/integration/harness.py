@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack import TansuBroker
 from regen_sync.config import ProcessingSettings
+from regen_sync.operator.reading import TansuEndOffsets
 
 
 @dataclass(frozen=True)
@@ -173,8 +174,13 @@ class ResultWatcher:
                 partitions.append(TopicPartition(topic, number))
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
-        for partition in partitions:  # resolve the end positions now, before events are sent
-            await consumer.position(partition)
+        # Resolve the end positions now, before events are sent. On Tansu the listed end can
+        # lie inside the last record batch (results are batched), so the rest of that batch,
+        # published before this start, is read and dropped first.
+        ends = TansuEndOffsets(
+            {partition: await consumer.position(partition) for partition in partitions}
+        )
+        await ends.confirm(consumer, seconds=10)
         self._consumer = consumer
         self._task = asyncio.create_task(self._read())
 
